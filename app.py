@@ -1,0 +1,119 @@
+"""Application factory: config, extensions, blueprints, error handlers, CLI."""
+import logging
+
+from flask import Flask
+
+from authmd import config
+from authmd.extensions import csrf, db, limiter, login_manager, migrate
+
+
+def create_app(test_config=None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True, template_folder="templates",
+                static_folder="static")
+    config.load(app, test_config)
+    _logging(app)
+
+    if int(app.config.get("TRUSTED_PROXIES") or 0) > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        n = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=app.config.get("MIGRATIONS_DIR", _migrations_dir()),
+                     render_as_batch=True, compare_type=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    _user_loader()
+    limiter.init_app(app)
+    if app.config["DATABASE_URL"].startswith("sqlite"):
+        _sqlite_pragmas(app)
+
+    from authmd import health
+    from authmd.protocol import agent_auth, api, claim_page, errors, well_known
+    for bp in (well_known.bp, agent_auth.bp, api.bp, health.bp):
+        csrf.exempt(bp)
+        app.register_blueprint(bp)
+    app.register_blueprint(claim_page.bp)
+    _optional_blueprints(app)
+    errors.register(app)
+
+    @app.after_request
+    def security_headers(resp):
+        h = resp.headers
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("X-Frame-Options", "DENY")
+        h.setdefault("Referrer-Policy", "same-origin")
+        if resp.mimetype == "text/html":
+            h.setdefault("Content-Security-Policy",
+                         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' https: data:; "
+                         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+        return resp
+
+    from authmd import cli
+    cli.register(app)
+    return app
+
+
+def _user_loader():
+    from authmd.models import User
+
+    @login_manager.user_loader
+    def load_user(user_id):
+        if not str(user_id).isdigit():
+            return None
+        user = db.session.get(User, int(user_id))
+        return user if user is not None and user.is_active else None
+
+
+def _optional_blueprints(app):
+    """Rooms that later issues add register themselves here."""
+    try:
+        from authmd.protocol import revoke
+        csrf.exempt(revoke.bp)
+        app.register_blueprint(revoke.bp)
+    except ImportError:
+        pass
+    try:
+        from authmd.console import register as register_console
+        register_console(app)
+    except ImportError:
+        pass
+    if app.config.get("DEV_PROVIDER"):
+        from authmd.devprovider import register as register_dev
+        register_dev(app)
+
+
+def _migrations_dir():
+    import os
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations")
+
+
+def _sqlite_pragmas(app):
+    from sqlalchemy import event
+
+    with app.app_context():
+        engine = db.engine
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+
+def _logging(app):
+    level = logging.DEBUG if app.debug else logging.INFO
+    root = logging.getLogger("authmd")
+    root.setLevel(level)
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        if str(app.config.get("LOG_FORMAT", "text")).lower() == "json":
+            from authmd.logs import JsonFormatter
+            handler.setFormatter(JsonFormatter())
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.propagate = False

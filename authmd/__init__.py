@@ -1,0 +1,1 @@
+"""authmd: a self-hosted auth.md server for AI agents."""

@@ -1,0 +1,40 @@
+"""Audit room: one row per event, added to the caller's transaction."""
+import json
+
+from flask import has_request_context, request
+
+from .extensions import db
+from .models import AuditEvent
+from .util import utcnow
+
+SECRET_WORDS = ("credential", "token", "otp", "code", "password", "secret", "assertion")
+
+
+def record(event: str, actor_kind: str = "system", *, actor_id=None, registration_id=None,
+           user_id=None, iss=None, sub=None, agent_platform=None, agent_context_id=None,
+           ip=None, user_agent=None, **data) -> AuditEvent:
+    for key in data:
+        # a guard against a future caller passing a secret by mistake
+        if any(w in key for w in SECRET_WORDS) and not key.endswith(("_type", "_id", "_prefix", "error")):
+            raise ValueError(f"audit data key {key!r} looks like a secret")
+    if has_request_context():
+        ip = ip or request.remote_addr
+        user_agent = user_agent or (request.user_agent.string or None)
+    row = AuditEvent(created_at=utcnow(), event=event, actor_kind=actor_kind,
+                     actor_id=str(actor_id) if actor_id is not None else None,
+                     ip=ip, user_agent=(user_agent or None) and user_agent[:300],
+                     registration_id=registration_id, user_id=user_id, iss=iss, sub=sub,
+                     agent_platform=agent_platform, agent_context_id=agent_context_id,
+                     data=json.dumps(data, sort_keys=True, default=str) if data else None)
+    db.session.add(row)
+    return row
+
+
+def as_dict(row: AuditEvent) -> dict:
+    from .util import iso
+    return {"id": row.id, "time": iso(row.created_at), "event": row.event,
+            "actor_kind": row.actor_kind, "actor_id": row.actor_id, "ip": row.ip,
+            "user_agent": row.user_agent, "registration_id": row.registration_id,
+            "user_id": row.user_id, "iss": row.iss, "sub": row.sub,
+            "agent_platform": row.agent_platform, "agent_context_id": row.agent_context_id,
+            "data": json.loads(row.data) if row.data else {}}

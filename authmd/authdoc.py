@@ -1,0 +1,149 @@
+"""auth.md room: discovery metadata from live settings, and /auth.md rendered from the edited template."""
+import hashlib
+import os
+
+from flask import current_app
+from jinja2.sandbox import SandboxedEnvironment
+
+from . import scopes, settings
+from .extensions import db
+from .models import AuthDocVersion, TrustedIssuer
+
+ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
+REVOKED_EVENT = "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked"
+DEFAULT_TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "authmd_default.md")
+
+# Every error code this service emits to agents: (code, status, where, what to do)
+ERRORS = [
+    ("invalid_request", 400, "any endpoint", "Fix the body as the message says; do not resend it unchanged."),
+    ("unsupported_credential_type", 400, "POST /agent/auth", "Ask for a credential type the method offers."),
+    ("anonymous_not_enabled", 400, "POST /agent/auth", "Use an identity assertion instead."),
+    ("verified_email_not_enabled", 400, "POST /agent/auth", "Use another method."),
+    ("issuer_not_enabled", 400, "POST /agent/auth", "No provider is trusted here; use another method."),
+    ("invalid_issuer", 400, "POST /agent/auth, /agent/auth/revoke", "The token's iss is not trusted here."),
+    ("invalid_signature", 400, "POST /agent/auth, /agent/auth/revoke", "Get a fresh token from your provider."),
+    ("invalid_audience", 400, "POST /agent/auth", "Ask your provider for a token whose aud is this service."),
+    ("expired", 400, "POST /agent/auth", "Get a fresh ID-JAG."),
+    ("replay_detected", 400, "POST /agent/auth, /agent/auth/revoke", "Every token may be used once; get a new one."),
+    ("missing_verified_email", 400, "POST /agent/auth", "The provider must assert a verified email or phone."),
+    ("insufficient_user_authentication", 400, "POST /agent/auth", "The user must sign in to the provider with the required method (e.g. MFA)."),
+    ("invalid_client_id", 400, "POST /agent/auth", "This client is not allowed by the issuer's policy here."),
+    ("user_not_provisioned", 400, "POST /agent/auth", "Only existing users may register agents here."),
+    ("invalid_claim_token", 401, "/agent/auth/claim, /agent/auth/claim/complete", "Use the claim_token from your registration."),
+    ("claimed_or_in_flight", 409, "POST /agent/auth/claim", "Nothing to claim: it is claimed or has its own email flow."),
+    ("claim_denied", 403, "POST /agent/auth/claim", "That address refused the claim; ask your user for the right one."),
+    ("claim_expired", 410, "claim endpoints", "Register again."),
+    ("email_unavailable", 503, "POST /agent/auth, /agent/auth/claim", "Retry the same request after Retry-After seconds."),
+    ("claim_superseded", 410, "claim page", "A newer claim request replaced this one."),
+    ("claim_completed", 409, "claim page", "Already claimed; nothing to do."),
+    ("previously_claimed", 409, "POST /agent/auth/claim/complete", "Already claimed; keep using your credential."),
+    ("otp_not_generated", 400, "POST /agent/auth/claim/complete", "Wait for the user to reveal the code, then retry."),
+    ("otp_expired", 410, "POST /agent/auth/claim/complete", "Ask the user to reveal a fresh code."),
+    ("otp_invalid", 401, "POST /agent/auth/claim/complete", "Ask the user to read the code again."),
+    ("rate_limited", 429, "any endpoint", "Wait Retry-After seconds."),
+    ("unauthorized", 401, "protected API", "Send Authorization: Bearer <credential>."),
+    ("invalid_token", 401, "protected API", "The credential is unknown, revoked or expired; register again."),
+    ("insufficient_scope", 403, "protected API", "The credential lacks the scope named in WWW-Authenticate; claim it or ask for more."),
+]
+
+
+def enabled_issuers() -> list[TrustedIssuer]:
+    return list(db.session.execute(
+        db.select(TrustedIssuer).where(TrustedIssuer.enabled.is_(True)).order_by(TrustedIssuer.issuer)).scalars())
+
+
+def flows() -> dict:
+    s = settings.all_settings()
+    issuers = enabled_issuers()
+    return {"anonymous": bool(s["anonymous_enabled"]),
+            "verified_email": bool(s["verified_email_enabled"]),
+            "id_jag": bool(s["id_jag_enabled"]) and bool(issuers),
+            "issuers": [i.issuer for i in issuers]}
+
+
+def protected_resource_metadata() -> dict:
+    cfg = current_app.config
+    s = settings.all_settings()
+    doc = {"resource": cfg["RESOURCE"], "resource_name": s["service_name"]}
+    if s.get("logo_uri"):
+        doc["resource_logo_uri"] = s["logo_uri"]
+    doc.update({"authorization_servers": [cfg["ISSUER"]],
+                "scopes_supported": scopes.names(),
+                "bearer_methods_supported": ["header"],
+                "resource_documentation": cfg["ISSUER"] + "/auth.md"})
+    return doc
+
+
+def authorization_server_metadata() -> dict:
+    cfg = current_app.config
+    issuer = cfg["ISSUER"]
+    f = flows()
+    identity_types, block = [], {}
+    if f["anonymous"]:
+        identity_types.append("anonymous")
+        block["anonymous"] = {"credential_types_supported": ["api_key"]}
+    assertion_types = ([ID_JAG] if f["id_jag"] else []) + (["verified_email"] if f["verified_email"] else [])
+    if assertion_types:
+        identity_types.append("identity_assertion")
+        block["identity_assertion"] = {"assertion_types_supported": assertion_types,
+                                       "credential_types_supported": ["access_token", "api_key"]}
+    agent_auth = {"skill": issuer + "/auth.md", "register_uri": issuer + "/agent/auth",
+                  "claim_uri": issuer + "/agent/auth/claim", "revocation_uri": issuer + "/agent/auth/revoke",
+                  "identity_types_supported": identity_types, **block,
+                  "events_supported": [REVOKED_EVENT],
+                  "trusted_issuers": f["issuers"]}
+    return {"issuer": issuer, "resource": cfg["RESOURCE"], "authorization_servers": [issuer],
+            "scopes_supported": scopes.names(), "bearer_methods_supported": ["header"],
+            "agent_auth": agent_auth}
+
+
+def default_template() -> str:
+    with open(DEFAULT_TEMPLATE_PATH, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def current_version() -> AuthDocVersion | None:
+    return db.session.execute(db.select(AuthDocVersion).order_by(AuthDocVersion.id.desc()).limit(1)).scalar()
+
+
+def current_template() -> str:
+    version = current_version()
+    return version.body if version else default_template()
+
+
+_env = SandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+
+
+def context() -> dict:
+    cfg = current_app.config
+    s = settings.all_settings()
+    all_scopes = scopes.enabled_scopes()
+    issuer = cfg["ISSUER"]
+    return {
+        "service_name": s["service_name"], "issuer": issuer, "resource": cfg["RESOURCE"],
+        "host": issuer.split("://", 1)[-1],
+        "prm_url": issuer + "/.well-known/oauth-protected-resource",
+        "as_url": issuer + "/.well-known/oauth-authorization-server",
+        "authmd_url": issuer + "/auth.md", "register_uri": issuer + "/agent/auth",
+        "claim_uri": issuer + "/agent/auth/claim", "claim_complete_uri": issuer + "/agent/auth/claim/complete",
+        "revocation_uri": issuer + "/agent/auth/revoke", "api_url": issuer + "/api/resource",
+        "scopes": [{"name": x.name, "description": x.description, "pre_claim": x.pre_claim,
+                    "post_claim": x.post_claim} for x in all_scopes],
+        "pre_claim_scopes": [x.name for x in all_scopes if x.pre_claim],
+        "post_claim_scopes": [x.name for x in all_scopes if x.post_claim],
+        "flows": flows(), "errors": ERRORS,
+        "registration_ttl_hours": round(int(s["registration_ttl"]) / 3600, 2),
+        "claim_link_ttl_minutes": int(s["claim_link_ttl"]) // 60,
+        "otp_ttl_minutes": int(s["otp_ttl"]) // 60,
+        "access_token_ttl_minutes": int(s["access_token_ttl"]) // 60,
+        "id_jag_type": ID_JAG, "revoked_event": REVOKED_EVENT,
+    }
+
+
+def render(template_text: str | None = None) -> str:
+    text = template_text if template_text is not None else current_template()
+    return _env.from_string(text).render(**context())
+
+
+def etag(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

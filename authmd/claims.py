@@ -1,0 +1,282 @@
+"""Claims room: claim attempts, code minting and checking, lockout, expiry."""
+import hashlib
+import hmac
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import update
+
+from . import audit, credentials, mail, scopes, settings
+from .extensions import db
+from .models import ClaimAttempt, Credential, Registration
+from .secrets import digest, new_id, new_otp, new_token
+from .users import find_or_provision_by_email
+from .util import ProtocolError, iso, utcnow
+
+ENDED = ("expired", "revoked")
+
+
+def _otp_digest(otp: str) -> str:
+    # keyed, so a leaked table does not give away six-digit codes by brute force
+    key = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(key, otp.encode(), hashlib.sha256).hexdigest()
+
+
+def registration_by_claim_token(claim_token: str) -> Registration:
+    reg = db.session.execute(
+        db.select(Registration).where(Registration.claim_token_digest == digest(claim_token))).scalar()
+    if reg is None:
+        raise ProtocolError(401, "invalid_claim_token", "The claim token is not known.")
+    return reg
+
+
+def is_locked(reg: Registration) -> bool:
+    return reg.failed_otp_count >= int(settings.get("otp_max_failures_per_registration"))
+
+
+def expire_registration(reg: Registration, now=None) -> bool:
+    """Mark an unclaimed registration expired, revoke its key; records the event exactly once."""
+    now = now or utcnow()
+    won = db.session.execute(
+        update(Registration).where(Registration.id == reg.id, Registration.status == "pending")
+        .values(status="expired", ended_at=now).execution_options(synchronize_session=False)).rowcount
+    if not won:
+        db.session.refresh(reg)
+        return False
+    reg.status, reg.ended_at = "expired", now
+    revoked = credentials.revoke_where(Credential.registration_id == reg.id, now=now)
+    db.session.execute(update(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id,
+                                                  ClaimAttempt.status == "initiated")
+                       .values(status="superseded").execution_options(synchronize_session=False))
+    audit.record("registration.expired", "system", registration_id=reg.id,
+                 registration_type=reg.type, credentials_revoked=revoked)
+    return True
+
+
+def expire_if_due(reg: Registration, now=None) -> None:
+    now = now or utcnow()
+    if reg.status == "pending" and reg.claim_expires_at and reg.claim_expires_at <= now:
+        expire_registration(reg, now=now)
+        db.session.commit()
+
+
+def expire_due(now=None, batch: int = 500) -> int:
+    """Expire every unclaimed registration past its deadline (for `flask expire`)."""
+    now = now or utcnow()
+    count = 0
+    while True:
+        due = list(db.session.execute(
+            db.select(Registration).where(Registration.status == "pending",
+                                          Registration.claim_expires_at <= now).limit(batch)).scalars())
+        if not due:
+            return count
+        for reg in due:
+            count += expire_registration(reg, now=now)
+        db.session.commit()
+
+
+def _check_claimable(reg: Registration, now) -> None:
+    expire_if_due(reg, now)
+    if reg.status == "claimed" or reg.type != "anonymous":
+        raise ProtocolError(409, "claimed_or_in_flight",
+                            "This registration is already claimed or is claimed through its own email flow.")
+    if reg.status in ENDED or is_locked(reg):
+        raise ProtocolError(410, "claim_expired", "This registration can no longer be claimed.")
+
+
+def request_claim(claim_token: str, email: str, *, ip=None, user_agent=None) -> dict:
+    now = utcnow()
+    reg = registration_by_claim_token(claim_token)
+    _check_claimable(reg, now)
+    denied = db.session.execute(db.select(ClaimAttempt.id).where(
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.email == email,
+        ClaimAttempt.status == "denied")).first()
+    if denied:
+        raise ProtocolError(403, "claim_denied",
+                            "The owner of this address refused to be bound to this agent; use another address.")
+    current = db.session.execute(db.select(ClaimAttempt).where(
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.status == "initiated")
+        .order_by(ClaimAttempt.created_at.desc())).scalars().first()
+    if (current is not None and current.email == email and current.delivered
+            and current.link_expires_at > now):
+        return _attempt_answer(current)  # idempotent repeat: same attempt, no second email
+    attempt = start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)
+    return _attempt_answer(attempt)
+
+
+def _attempt_answer(attempt: ClaimAttempt) -> dict:
+    return {"registration_id": attempt.registration_id, "claim_attempt_id": attempt.id,
+            "status": "initiated", "expires_at": iso(attempt.link_expires_at)}
+
+
+def start_attempt(reg: Registration, email: str, *, ip=None, user_agent=None, now=None) -> ClaimAttempt:
+    """Supersede earlier attempts, create a new one and mail its link (or raise 503). Caller commits."""
+    now = now or utcnow()
+    db.session.execute(update(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id,
+                                                  ClaimAttempt.status == "initiated")
+                       .values(status="superseded").execution_options(synchronize_session=False))
+    link_token = new_token("cvt_", 32)
+    attempt = ClaimAttempt(id=new_id("cla_"), registration_id=reg.id, email=email,
+                           link_token_digest=digest(link_token),
+                           link_expires_at=now + timedelta(seconds=int(settings.get("claim_link_ttl"))),
+                           status="initiated", delivered=False, created_at=now, ip=ip,
+                           user_agent=(user_agent or None) and user_agent[:300])
+    db.session.add(attempt)
+    db.session.flush()
+    audit.record("claim.requested", "agent", registration_id=reg.id, claim_attempt_id=attempt.id,
+                 email=email)
+    link = current_app.config["ISSUER"] + "/agent/auth/claim/view?token=" + link_token
+    subject, text, html = mail.render(
+        "claim", link=link, email=email, registration=reg, attempt=attempt,
+        service_name=settings.get("service_name"), expires=iso(attempt.link_expires_at),
+        scopes=scopes.post_claim(), agent=agent_description(reg, attempt))
+    mail.send(email, subject, text, html)
+    attempt.delivered = True
+    return attempt
+
+
+def agent_description(reg: Registration, attempt: ClaimAttempt | None = None) -> dict:
+    return {"platform": reg.agent_platform or (attempt and attempt.user_agent) or reg.user_agent or "unknown agent",
+            "ip": (attempt and attempt.ip) or reg.ip or "unknown",
+            "time": iso((attempt and attempt.created_at) or reg.created_at)}
+
+
+def attempt_by_link_token(link_token) -> ClaimAttempt | None:
+    if not isinstance(link_token, str) or not link_token or len(link_token) > 200:
+        return None
+    return db.session.execute(
+        db.select(ClaimAttempt).where(ClaimAttempt.link_token_digest == digest(link_token))).scalar()
+
+
+def attempt_state(attempt: ClaimAttempt, now=None) -> str:
+    """One word for what the claim page and the challenge endpoint should do with this attempt."""
+    now = now or utcnow()
+    reg = attempt.registration
+    expire_if_due(reg, now)
+    if reg.status == "claimed":
+        return "claimed"
+    if attempt.status == "denied":
+        return "denied"
+    if attempt.status == "superseded" and reg.status not in ENDED:
+        return "superseded"
+    if reg.status in ENDED or is_locked(reg) or attempt.link_expires_at <= now or attempt.status != "initiated":
+        return "expired"
+    return "open"
+
+
+def mint_code(link_token: str, *, ip=None, user_agent=None, actor_kind="user", actor_id=None) -> dict:
+    """The claim page's button: a fresh code that replaces the previous one. Caller commits."""
+    now = utcnow()
+    attempt = attempt_by_link_token(link_token)
+    if attempt is None:
+        raise ProtocolError(400, "invalid_request", "The claim attempt token is not known.")
+    state = attempt_state(attempt, now)
+    if state == "claimed":
+        raise ProtocolError(409, "claim_completed", "This registration has already been claimed.")
+    if state == "superseded":
+        raise ProtocolError(410, "claim_superseded", "A newer claim request replaced this one.")
+    if state in ("expired", "denied"):
+        raise ProtocolError(410, "claim_expired", "This claim link is no longer valid.")
+    limit = int(settings.get("otp_max_per_attempt"))
+    won = db.session.execute(
+        update(ClaimAttempt).where(ClaimAttempt.id == attempt.id, ClaimAttempt.otp_minted_count < limit)
+        .values(otp_minted_count=ClaimAttempt.otp_minted_count + 1)
+        .execution_options(synchronize_session=False)).rowcount
+    if not won:
+        raise ProtocolError(429, "rate_limited",
+                            f"At most {limit} codes per claim attempt; ask the agent to start a new claim.",
+                            {"Retry-After": "600"})
+    otp = new_otp()
+    attempt.otp_digest = _otp_digest(otp)
+    attempt.otp_expires_at = now + timedelta(seconds=int(settings.get("otp_ttl")))
+    attempt.otp_failed_count = 0
+    audit.record("otp.generated", actor_kind, actor_id=actor_id, registration_id=attempt.registration_id,
+                 claim_attempt_id=attempt.id, ip=ip, user_agent=user_agent)
+    return {"type": "otp", "challenge": otp, "expires_at": iso(attempt.otp_expires_at)}
+
+
+def deny(link_token: str, *, actor_kind="user", actor_id=None) -> ClaimAttempt:
+    """"This wasn't me": the attempt is dead and this email can no longer claim the registration."""
+    attempt = attempt_by_link_token(link_token)
+    if attempt is None:
+        raise ProtocolError(400, "invalid_request", "The claim attempt token is not known.")
+    if attempt_state(attempt) != "open":
+        raise ProtocolError(410, "claim_expired", "This claim link is no longer valid.")
+    attempt.status = "denied"
+    audit.record("claim.denied", actor_kind, actor_id=actor_id, registration_id=attempt.registration_id,
+                 claim_attempt_id=attempt.id, email=attempt.email)
+    return attempt
+
+
+def complete(claim_token: str, otp: str) -> dict:
+    now = utcnow()
+    reg = registration_by_claim_token(claim_token)
+    expire_if_due(reg, now)
+    if reg.status == "claimed":
+        raise ProtocolError(409, "previously_claimed", "This registration has already been claimed.")
+    if reg.status in ENDED or is_locked(reg):
+        raise ProtocolError(410, "claim_expired", "This registration can no longer be claimed.")
+    attempt = db.session.execute(db.select(ClaimAttempt).where(
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.status == "initiated")
+        .order_by(ClaimAttempt.created_at.desc())).scalars().first()
+    if attempt is None or attempt.otp_digest is None:
+        raise ProtocolError(400, "otp_not_generated",
+                            "No code has been revealed yet: the user must open the emailed link and press the button.")
+    if attempt.otp_expires_at <= now:
+        raise ProtocolError(410, "otp_expired", "The code has expired; the user can reveal a fresh one.")
+    per_attempt = int(settings.get("otp_max_failures_per_attempt"))
+    # reserve one try atomically, so concurrent guesses cannot exceed the per-attempt limit
+    reserved = db.session.execute(
+        update(ClaimAttempt).where(ClaimAttempt.id == attempt.id, ClaimAttempt.otp_failed_count < per_attempt)
+        .values(otp_failed_count=ClaimAttempt.otp_failed_count + 1)
+        .execution_options(synchronize_session=False)).rowcount
+    if not reserved:
+        raise ProtocolError(401, "otp_invalid", "Too many wrong codes: the user must reveal a fresh code.")
+    if not isinstance(otp, str) or not hmac.compare_digest(_otp_digest(otp), attempt.otp_digest):
+        _record_failure(reg, attempt)
+        raise ProtocolError(401, "otp_invalid", "The code is not correct.")
+    db.session.execute(update(ClaimAttempt).where(ClaimAttempt.id == attempt.id)
+                       .values(otp_failed_count=ClaimAttempt.otp_failed_count - 1)
+                       .execution_options(synchronize_session=False))
+    # exactly one concurrent completion wins this conditional update
+    won = db.session.execute(
+        update(Registration).where(Registration.id == reg.id, Registration.status == "pending")
+        .values(status="claimed", claimed_at=now).execution_options(synchronize_session=False)).rowcount
+    if not won:
+        db.session.rollback()
+        raise ProtocolError(409, "previously_claimed", "This registration has already been claimed.")
+    user = find_or_provision_by_email(attempt.email)
+    db.session.flush()
+    reg.status, reg.claimed_at, reg.user_id, reg.email = "claimed", now, user.id, attempt.email
+    attempt.status = "completed"
+    attempt.otp_digest = None
+    post = scopes.post_claim()
+    answer = {"registration_id": reg.id, "status": "claimed"}
+    if reg.type == "anonymous":
+        db.session.execute(update(Credential).where(Credential.registration_id == reg.id,
+                                                    Credential.revoked_at.is_(None))
+                           .values(scopes=" ".join(post), user_id=user.id)
+                           .execution_options(synchronize_session=False))
+    else:
+        cred, secret = credentials.issue(reg, reg.requested_credential_type, post, user_id=user.id, now=now)
+        db.session.flush()
+        audit.record("credential.issued", "agent", registration_id=reg.id, user_id=user.id,
+                     credential_id=cred.id, credential_prefix=cred.prefix, credential_type=cred.type, scopes=post)
+        answer.update({"credential_type": cred.type, "credential": secret,
+                       "credential_expires": iso(cred.expires_at), "scopes": post})
+    audit.record("claim.confirmed", "agent", registration_id=reg.id, user_id=user.id,
+                 claimed_by_user_id=user.id, claim_attempt_id=attempt.id, scopes=post)
+    return answer
+
+
+def _record_failure(reg: Registration, attempt: ClaimAttempt) -> None:
+    """Count a wrong code (the attempt's try is already reserved) and commit, though the answer is an error."""
+    db.session.execute(update(Registration).where(Registration.id == reg.id)
+                       .values(failed_otp_count=Registration.failed_otp_count + 1)
+                       .execution_options(synchronize_session=False))
+    db.session.refresh(reg)
+    audit.record("otp.failed", "agent", registration_id=reg.id, claim_attempt_id=attempt.id,
+                 failures=reg.failed_otp_count)
+    if reg.failed_otp_count == int(settings.get("otp_max_failures_per_registration")):
+        audit.record("claim.locked", "system", registration_id=reg.id, failures=reg.failed_otp_count)
+    db.session.commit()

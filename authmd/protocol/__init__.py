@@ -1,0 +1,1 @@
+"""Protocol room: blueprints for agents and providers (JSON, CSRF-exempt)."""

@@ -1,0 +1,56 @@
+"""Claim page room: the page a person opens from the claim email (HTML, works without JavaScript)."""
+from flask import Blueprint, render_template, request
+
+from .. import claims, settings
+from ..extensions import db
+from ..util import ProtocolError, iso
+
+bp = Blueprint("claim_page", __name__)
+
+STATUS = {"open": 200, "claimed": 200, "denied": 200, "superseded": 404, "expired": 410}
+
+
+def _page(token, attempt, state, code=None, error=None, status=None):
+    reg = attempt.registration if attempt else None
+    return render_template(
+        "claim/view.html", token=token, attempt=attempt, registration=reg, state=state, code=code,
+        error=error, agent=claims.agent_description(reg, attempt) if reg else None,
+        service_name=settings.get("service_name"),
+        link_expires=iso(attempt.link_expires_at) if attempt else None,
+    ), status or STATUS.get(state, 200)
+
+
+@bp.get("/agent/auth/claim/view")
+def view():
+    token = request.args.get("token", "")
+    if not token:
+        return _page(token, None, "missing", status=400)
+    attempt = claims.attempt_by_link_token(token)
+    if attempt is None:
+        return _page(token, None, "unknown", status=404)
+    resp = _page(token, attempt, claims.attempt_state(attempt))
+    return resp[0], resp[1], {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+@bp.post("/agent/auth/claim/view")
+def act():
+    """The page's buttons: reveal a code (minted only here, never on GET) or refuse the claim."""
+    token = request.form.get("token", "")
+    attempt = claims.attempt_by_link_token(token)
+    if attempt is None:
+        return _page(token, None, "unknown" if token else "missing", status=404 if token else 400)
+    action = request.form.get("action", "reveal")
+    try:
+        if action == "deny":
+            claims.deny(token)
+            db.session.commit()
+            return _page(token, attempt, "denied")
+        answer = claims.mint_code(token, ip=request.remote_addr, user_agent=request.user_agent.string)
+        db.session.commit()
+    except ProtocolError as exc:
+        db.session.rollback()
+        attempt = claims.attempt_by_link_token(token)
+        return _page(token, attempt, claims.attempt_state(attempt), error=exc.message,
+                     status=exc.status)
+    resp = _page(token, attempt, "open", code=answer)
+    return resp[0], resp[1], {"Cache-Control": "no-store"}

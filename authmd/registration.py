@@ -1,0 +1,68 @@
+"""Registration room: anonymous and email-required registrations (ID-JAG lives in trust/idjag)."""
+from datetime import timedelta
+
+from . import audit, credentials, scopes, settings
+from .extensions import db
+from .models import Registration
+from .secrets import digest, new_id, new_token
+from .util import ProtocolError, iso, utcnow
+
+CREDENTIAL_TYPES = {"anonymous": ("api_key",), "verified_email": ("api_key", "access_token")}
+
+
+def _new_registration(reg_type: str, *, ip=None, user_agent=None, email=None,
+                      requested_credential_type="api_key", now=None) -> tuple[Registration, str]:
+    now = now or utcnow()
+    claim_token = new_token("clm_", 32)
+    reg = Registration(id=new_id("reg_"), type=reg_type, status="pending", email=email,
+                       requested_credential_type=requested_credential_type,
+                       claim_token_digest=digest(claim_token),
+                       claim_expires_at=now + timedelta(seconds=int(settings.get("registration_ttl"))),
+                       created_at=now, ip=ip, user_agent=(user_agent or None) and user_agent[:300])
+    db.session.add(reg)
+    return reg, claim_token
+
+
+def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -> dict:
+    if not settings.get("anonymous_enabled"):
+        raise ProtocolError(400, "anonymous_not_enabled", "Anonymous registration is switched off here.")
+    if requested_credential_type not in CREDENTIAL_TYPES["anonymous"]:
+        raise ProtocolError(400, "unsupported_credential_type",
+                            "Anonymous registration offers only requested_credential_type \"api_key\".")
+    now = utcnow()
+    reg, claim_token = _new_registration("anonymous", ip=ip, user_agent=user_agent, now=now)
+    pre = scopes.pre_claim()
+    cred, secret = credentials.issue(reg, "api_key", pre, now=now)
+    db.session.flush()
+    audit.record("registration.created", "agent", registration_id=reg.id,
+                 registration_type="anonymous", scopes=pre)
+    audit.record("credential.issued", "agent", registration_id=reg.id, credential_id=cred.id,
+                 credential_prefix=cred.prefix, credential_type="api_key", scopes=pre)
+    return {"registration_id": reg.id, "registration_type": "anonymous",
+            "credential_type": "api_key", "credential": secret, "credential_expires": None,
+            "scopes": pre, "claim_url": claim_url(), "claim_token": claim_token,
+            "claim_token_expires": iso(reg.claim_expires_at), "post_claim_scopes": scopes.post_claim()}
+
+
+def register_verified_email(email: str, requested_credential_type, *, ip=None, user_agent=None) -> dict:
+    from . import claims
+    if not settings.get("verified_email_enabled"):
+        raise ProtocolError(400, "verified_email_not_enabled", "Email registration is switched off here.")
+    if requested_credential_type not in CREDENTIAL_TYPES["verified_email"]:
+        raise ProtocolError(400, "unsupported_credential_type",
+                            "requested_credential_type must be \"api_key\" or \"access_token\".")
+    now = utcnow()
+    reg, claim_token = _new_registration("email-verification", ip=ip, user_agent=user_agent, email=email,
+                                         requested_credential_type=requested_credential_type, now=now)
+    db.session.flush()
+    audit.record("registration.created", "agent", registration_id=reg.id,
+                 registration_type="email-verification", email=email)
+    claims.start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)  # sends the mail or raises 503
+    return {"registration_id": reg.id, "registration_type": "email-verification",
+            "claim_url": claim_url(), "claim_token": claim_token,
+            "claim_token_expires": iso(reg.claim_expires_at), "post_claim_scopes": scopes.post_claim()}
+
+
+def claim_url() -> str:
+    from flask import current_app
+    return current_app.config["ISSUER"] + "/agent/auth/claim"

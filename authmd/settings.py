@@ -1,0 +1,54 @@
+"""Settings room: runtime settings kept in the database, read once per request."""
+import json
+
+from flask import g, has_request_context
+
+from .extensions import db
+from .models import Setting
+
+DEFAULTS = {
+    "service_name": "authmd",
+    "logo_uri": "",
+    "anonymous_enabled": True,
+    "verified_email_enabled": True,
+    "id_jag_enabled": True,
+    "registration_ttl": 24 * 3600,
+    "claim_link_ttl": 10 * 60,
+    "otp_ttl": 10 * 60,
+    "access_token_ttl": 3600,
+    "otp_max_per_attempt": 5,
+    "otp_max_failures_per_attempt": 5,
+    "otp_max_failures_per_registration": 20,
+    "existing_users_only": False,
+}
+
+
+def all_settings() -> dict:
+    if has_request_context() and "authmd_settings" in g:
+        return g.authmd_settings
+    values = dict(DEFAULTS)
+    for row in db.session.execute(db.select(Setting)).scalars():
+        if row.key in DEFAULTS:
+            values[row.key] = json.loads(row.value)
+    if has_request_context():
+        g.authmd_settings = values
+    return values
+
+
+def get(key: str):
+    return all_settings()[key]
+
+
+def update(changes: dict) -> dict:
+    """Write changed settings; returns {key: (before, after)} for the audit row. Caller commits."""
+    current = all_settings()
+    diff = {}
+    for key, value in changes.items():
+        if key not in DEFAULTS:
+            raise KeyError(key)
+        if current.get(key) != value:
+            diff[key] = (current.get(key), value)
+            db.session.merge(Setting(key=key, value=json.dumps(value)))
+    if has_request_context():
+        g.pop("authmd_settings", None)
+    return diff
