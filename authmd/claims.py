@@ -49,7 +49,7 @@ def expire_registration(reg: Registration, now=None) -> bool:
                                                   ClaimAttempt.status == "initiated")
                        .values(status="superseded").execution_options(synchronize_session=False))
     audit.record("registration.expired", "system", registration_id=reg.id,
-                 registration_type=reg.type, credentials_revoked=revoked)
+                 registration_type=reg.type, revoked_count=revoked)
     return True
 
 
@@ -166,10 +166,28 @@ def attempt_state(attempt: ClaimAttempt, now=None) -> str:
 
 def mint_code(link_token: str, *, ip=None, user_agent=None, actor_kind="user", actor_id=None) -> dict:
     """The claim page's button: a fresh code that replaces the previous one. Caller commits."""
-    now = utcnow()
     attempt = attempt_by_link_token(link_token)
     if attempt is None:
         raise ProtocolError(400, "invalid_request", "The claim attempt token is not known.")
+    return _mint(attempt, ip=ip, user_agent=user_agent, actor_kind=actor_kind, actor_id=actor_id)
+
+
+def attempt_for_email(attempt_id: str, email: str) -> ClaimAttempt:
+    """A claim attempt addressed to this (signed-in, hence verified) email; else 404."""
+    attempt = db.session.get(ClaimAttempt, attempt_id) if isinstance(attempt_id, str) else None
+    if attempt is None or not email or attempt.email != email:
+        raise ProtocolError(404, "not_found", "There is no such claim request for your address.")
+    return attempt
+
+
+def mint_code_for_attempt(attempt_id: str, email: str, *, ip=None, user_agent=None, actor_id=None) -> dict:
+    """The portal's "Show code": the same minting as the emailed link's button. Caller commits."""
+    return _mint(attempt_for_email(attempt_id, email), ip=ip, user_agent=user_agent, actor_kind="user",
+                 actor_id=actor_id)
+
+
+def _mint(attempt: ClaimAttempt, *, ip=None, user_agent=None, actor_kind="user", actor_id=None) -> dict:
+    now = utcnow()
     state = attempt_state(attempt, now)
     if state == "claimed":
         raise ProtocolError(409, "claim_completed", "This registration has already been claimed.")
@@ -200,6 +218,15 @@ def deny(link_token: str, *, actor_kind="user", actor_id=None) -> ClaimAttempt:
     attempt = attempt_by_link_token(link_token)
     if attempt is None:
         raise ProtocolError(400, "invalid_request", "The claim attempt token is not known.")
+    return _deny(attempt, actor_kind=actor_kind, actor_id=actor_id)
+
+
+def deny_for_attempt(attempt_id: str, email: str, *, actor_id=None) -> ClaimAttempt:
+    """The portal's "This wasn't me", for a signed-in user whose email the attempt names. Caller commits."""
+    return _deny(attempt_for_email(attempt_id, email), actor_kind="user", actor_id=actor_id)
+
+
+def _deny(attempt: ClaimAttempt, *, actor_kind="user", actor_id=None) -> ClaimAttempt:
     if attempt_state(attempt) != "open":
         raise ProtocolError(410, "claim_expired", "This claim link is no longer valid.")
     attempt.status = "denied"

@@ -1,0 +1,48 @@
+"""Console CLI room: `flask create-admin EMAIL` (password prompted, or read from stdin)."""
+import sys
+
+import click
+
+from .. import audit
+from ..extensions import db
+from ..models import User
+from ..users import by_email, normalize_email
+from ..util import ProtocolError, utcnow
+
+MIN_PASSWORD = 10
+
+
+def create_admin(email: str, password: str) -> User:
+    """Create the admin, or promote an existing user and set the password. Caller commits."""
+    from .auth import hash_password
+    user = by_email(email)
+    created = user is None
+    if created:
+        user = User(email=email, email_verified=True, created_at=utcnow(), source="admin")
+        db.session.add(user)
+    user.is_admin, user.is_active = True, True
+    user.password_hash = hash_password(password)
+    db.session.flush()
+    audit.record("admin.created" if created else "admin.password_set", "admin", actor_id="cli", user_id=user.id)
+    return user
+
+
+def register(app):
+    @app.cli.command("create-admin")
+    @click.argument("email")
+    @click.option("--password-stdin", is_flag=True, help="Read the password from standard input (one line).")
+    def create_admin_command(email, password_stdin):
+        """Create an admin who signs in at /console/login (or reset an existing one's password)."""
+        try:
+            email = normalize_email(email)
+        except ProtocolError as exc:
+            raise click.BadParameter(exc.message, param_hint="EMAIL") from None
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        if len(password) < MIN_PASSWORD:
+            raise click.ClickException(f"the password must be at least {MIN_PASSWORD} characters")
+        user = create_admin(email, password)
+        db.session.commit()
+        click.echo(f"admin {user.email} ready: sign in at /console/login")

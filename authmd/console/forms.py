@@ -1,0 +1,140 @@
+"""Console forms room: every Flask-WTF form of the console and the portal (CSRF comes with FlaskForm)."""
+import re
+from urllib.parse import urlparse
+
+from flask_wtf import FlaskForm
+from wtforms import (BooleanField, EmailField, HiddenField, IntegerField, PasswordField, SelectField,
+                     StringField, TextAreaField, URLField)
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+
+LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
+SCOPE_RE = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
+ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
+
+
+def _email(form, field):
+    from ..users import normalize_email
+    from ..util import ProtocolError
+    try:
+        field.data = normalize_email((field.data or "").strip())
+    except ProtocolError:
+        raise ValidationError("Enter a valid email address, like ada@example.com.") from None
+
+
+def https_or_loopback(form, field):
+    value = (field.data or "").strip()
+    if not value:
+        return
+    url = urlparse(value)
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise ValidationError("Enter an absolute URL starting with https://.")
+    if url.scheme == "http" and url.hostname not in LOOPBACK and f"[{url.hostname}]" not in LOOPBACK:
+        raise ValidationError("Use https:// (plain http is allowed only for localhost, 127.0.0.1 and [::1]).")
+    if url.fragment or url.query:
+        raise ValidationError("The URL must not carry a query or a fragment.")
+    field.data = value
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired("Enter your email."), _email],
+                       render_kw={"autocomplete": "username"})
+    password = PasswordField("Password", validators=[DataRequired("Enter your password."), Length(max=1000)],
+                             render_kw={"autocomplete": "current-password"})
+
+
+class PortalLoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired("Enter your email."), _email],
+                       render_kw={"autocomplete": "email"})
+
+
+class ButtonForm(FlaskForm):
+    """A form that is only a CSRF token and a button (sign out, enable, confirmations)."""
+
+
+class IssuerForm(FlaskForm):
+    issuer = URLField("Issuer URL", validators=[DataRequired("Enter the issuer URL (the iss of its tokens)."),
+                                                Length(max=500), https_or_loopback],
+                      description="Exactly the iss value of the provider's tokens, e.g. https://auth.openai.com.")
+    name = StringField("Display name", validators=[Optional(), Length(max=200)])
+    jwks_uri = URLField("JWKS URL", validators=[Optional(), Length(max=1000), https_or_loopback],
+                        description="Leave empty for <issuer>/.well-known/jwks.json.")
+    algorithms = StringField("Allowed algorithms", default="ES256 RS256 PS256 EdDSA",
+                             validators=[DataRequired("Name at least one algorithm.")],
+                             description="Space separated, from: " + " ".join(ALGORITHMS) + ".")
+    scopes = StringField("Scopes granted", validators=[Optional(), Length(max=2000)],
+                         description="Space separated; empty grants the post-claim scopes.")
+    require_amr = StringField("Required amr value", validators=[Optional(), Length(max=50)],
+                              description="For example mfa; empty requires nothing.")
+    allowed_client_ids = StringField("Allowed client ids", validators=[Optional(), Length(max=4000)],
+                                     description="Space separated; empty allows any client.")
+    allow_private_jwks = BooleanField("Allow a JWKS URL on a private network address")
+    enabled = BooleanField("Enabled", default=True)
+
+    def validate_algorithms(self, field):
+        algs = field.data.split()
+        bad = [a for a in algs if a not in ALGORITHMS]
+        if bad:
+            raise ValidationError(f"Not allowed: {' '.join(bad)}. Choose from {' '.join(ALGORITHMS)}.")
+        field.data = " ".join(dict.fromkeys(algs))
+
+    def validate_scopes(self, field):
+        names = (field.data or "").split()
+        bad = [n for n in names if not SCOPE_RE.fullmatch(n)]
+        if bad:
+            raise ValidationError(f"Not a scope name: {' '.join(bad)}.")
+        field.data = " ".join(names) or None
+
+
+class ScopeForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired("Enter a scope name."), Length(max=100)],
+                       description="Letters, digits and . _ : - , e.g. invoices.read")
+    description = StringField("Description", validators=[Optional(), Length(max=500)])
+    position = IntegerField("Order", default=0, validators=[Optional(), NumberRange(min=0, max=100000)])
+    pre_claim = BooleanField("Granted before a claim (pre-claim)")
+    post_claim = BooleanField("Granted after a claim (post-claim)", default=True)
+    enabled = BooleanField("Enabled", default=True)
+
+    def validate_name(self, field):
+        field.data = (field.data or "").strip()
+        if not SCOPE_RE.fullmatch(field.data):
+            raise ValidationError("Use 1-100 letters, digits and . _ : - only.")
+
+
+class AuthDocForm(FlaskForm):
+    body = TextAreaField("auth.md template", validators=[DataRequired("The document cannot be empty."),
+                                                         Length(max=200_000)])
+    note = StringField("Note for the history", validators=[Optional(), Length(max=500)],
+                       description="What changed and why (shown in the history).")
+
+
+class SettingsForm(FlaskForm):
+    service_name = StringField("Service name", validators=[DataRequired("Enter a name."), Length(max=100)])
+    logo_uri = URLField("Logo URL", validators=[Optional(), Length(max=1000), https_or_loopback])
+    anonymous_enabled = BooleanField("Anonymous start")
+    verified_email_enabled = BooleanField("Email required (verified_email)")
+    id_jag_enabled = BooleanField("Agent verified (ID-JAG)")
+    registration_ttl = IntegerField("Claim deadline (seconds)", validators=[
+        DataRequired("Enter a number of seconds."), NumberRange(60, 30 * 86400, "Between 60 s and 30 days.")])
+    claim_link_ttl = IntegerField("Claim link lifetime (seconds)", validators=[
+        DataRequired("Enter a number of seconds."), NumberRange(60, 86400, "Between 60 s and one day.")])
+    otp_ttl = IntegerField("Code lifetime (seconds)", validators=[
+        DataRequired("Enter a number of seconds."), NumberRange(60, 3600, "Between 60 s and one hour.")])
+    access_token_ttl = IntegerField("Access token lifetime (seconds)", validators=[
+        DataRequired("Enter a number of seconds."), NumberRange(60, 86400, "Between 60 s and one day.")])
+    otp_max_per_attempt = IntegerField("Codes per claim attempt", validators=[
+        DataRequired("Enter a number."), NumberRange(1, 20, "Between 1 and 20.")])
+    otp_max_failures_per_attempt = IntegerField("Wrong codes per attempt", validators=[
+        DataRequired("Enter a number."), NumberRange(1, 20, "Between 1 and 20.")])
+    otp_max_failures_per_registration = IntegerField("Wrong codes per registration before lock", validators=[
+        DataRequired("Enter a number."), NumberRange(1, 100, "Between 1 and 100.")])
+    existing_users_only = BooleanField("Existing users only (never provision a user just in time)")
+
+    KEYS = ("service_name", "logo_uri", "anonymous_enabled", "verified_email_enabled", "id_jag_enabled",
+            "registration_ttl", "claim_link_ttl", "otp_ttl", "access_token_ttl", "otp_max_per_attempt",
+            "otp_max_failures_per_attempt", "otp_max_failures_per_registration", "existing_users_only")
+
+    def values(self) -> dict:
+        out = {k: getattr(self, k).data for k in self.KEYS}
+        out["logo_uri"] = out["logo_uri"] or ""
+        out["service_name"] = out["service_name"].strip()
+        return out

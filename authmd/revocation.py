@@ -1,0 +1,160 @@
+"""Revocation room: revoke a credential, a registration, a delegation, all of a user's or an issuer's.
+
+Each revoke_* is one UPDATE of credentials (credentials.revoke_where) plus the registration status change
+and the audit rows, added to the caller's transaction; each returns how many credentials stopped working.
+The count_* twins tell a confirmation page how many would go, without changing anything.
+"""
+from sqlalchemy import and_, or_, update
+
+from . import audit, credentials
+from .extensions import db
+from .models import ClaimAttempt, Credential, Delegation, Registration
+from .util import utcnow
+
+LIVE_REGISTRATION = ("pending", "claimed", "active")
+
+
+def _live_credentials(now=None):
+    now = now or utcnow()
+    return and_(Credential.revoked_at.is_(None),
+                or_(Credential.expires_at.is_(None), Credential.expires_at > now))
+
+
+def _count(*conditions) -> int:
+    return db.session.execute(
+        db.select(db.func.count(Credential.id)).where(_live_credentials(), *conditions)).scalar() or 0
+
+
+def _count_registrations(*conditions) -> int:
+    return db.session.execute(db.select(db.func.count(Registration.id)).where(
+        Registration.status.in_(LIVE_REGISTRATION), *conditions)).scalar() or 0
+
+
+def _end_registrations(condition, now, actor_kind, actor_id, reason, **extra) -> list[str]:
+    """Mark the live registrations matching `condition` revoked; one audit row each."""
+    ids = [r for (r,) in db.session.execute(db.select(Registration.id).where(
+        Registration.status.in_(LIVE_REGISTRATION), condition))]
+    if not ids:
+        return ids
+    for start in range(0, len(ids), 500):  # stay under the bound-parameter limit of SQLite
+        chunk = ids[start:start + 500]
+        db.session.execute(update(Registration).where(Registration.id.in_(chunk),
+                                                      Registration.status.in_(LIVE_REGISTRATION))
+                           .values(status="revoked", ended_at=now).execution_options(synchronize_session=False))
+        db.session.execute(update(ClaimAttempt).where(ClaimAttempt.registration_id.in_(chunk),
+                                                      ClaimAttempt.status == "initiated")
+                           .values(status="superseded").execution_options(synchronize_session=False))
+    for reg_id in ids:
+        audit.record("registration.revoked", actor_kind, actor_id=actor_id, registration_id=reg_id,
+                     reason=reason, **extra)
+    return ids
+
+
+# --- one credential -------------------------------------------------------------------------------
+def count_credential(credential_id: int) -> int:
+    return _count(Credential.id == credential_id)
+
+
+def revoke_credential(credential_id: int, *, actor_kind="admin", actor_id=None) -> int:
+    cred = db.session.get(Credential, credential_id)
+    if cred is None:
+        return 0
+    n = credentials.revoke_where(Credential.id == credential_id)
+    if n:
+        audit.record("credential.revoked", actor_kind, actor_id=actor_id, registration_id=cred.registration_id,
+                     user_id=cred.user_id, credential_id=cred.id, credential_prefix=cred.prefix)
+    return n
+
+
+# --- one registration -----------------------------------------------------------------------------
+def count_registration(registration_id: str) -> int:
+    return _count(Credential.registration_id == registration_id)
+
+
+def revoke_registration(registration_id: str, *, actor_kind="admin", actor_id=None) -> int:
+    reg = db.session.get(Registration, registration_id)
+    if reg is None:
+        return 0
+    now = utcnow()
+    n = credentials.revoke_where(Credential.registration_id == registration_id, now=now)
+    ended = _end_registrations(Registration.id == registration_id, now, actor_kind, actor_id,
+                               "registration", user_id=reg.user_id, revoked_count=n)
+    if not ended and n:
+        audit.record("credential.revoked", actor_kind, actor_id=actor_id, registration_id=registration_id,
+                     revoked_count=n)
+    db.session.expire(reg)
+    return n
+
+
+# --- one delegation (iss, sub, aud) ---------------------------------------------------------------
+def count_delegation(delegation_id: int) -> int:
+    return _count(Credential.delegation_id == delegation_id)
+
+
+def revoke_delegation(delegation_id: int, *, actor_kind="admin", actor_id=None) -> int:
+    dele = db.session.get(Delegation, delegation_id)
+    if dele is None:
+        return 0
+    now = utcnow()
+    n = credentials.revoke_where(Credential.delegation_id == delegation_id, now=now)
+    if dele.revoked_at is None:
+        dele.revoked_at = now
+    cond = Registration.delegation_id == delegation_id
+    if dele.registration_id:
+        cond = or_(cond, Registration.id == dele.registration_id)
+    ended = _end_registrations(cond, now, actor_kind, actor_id, "delegation", iss=dele.iss, sub=dele.sub,
+                               delegation_id=dele.id)
+    if not ended:
+        audit.record("credential.revoked", actor_kind, actor_id=actor_id, iss=dele.iss, sub=dele.sub,
+                     delegation_id=dele.id, revoked_count=n)
+    return n
+
+
+# --- everything of one user -----------------------------------------------------------------------
+def _user_condition(user_id: int):
+    return or_(Credential.user_id == user_id,
+               Credential.registration_id.in_(db.select(Registration.id).where(Registration.user_id == user_id)))
+
+
+def count_user(user_id: int) -> int:
+    return _count(_user_condition(user_id))
+
+
+def revoke_user(user_id: int, *, actor_kind="admin", actor_id=None) -> int:
+    now = utcnow()
+    n = credentials.revoke_where(_user_condition(user_id), now=now)
+    _end_registrations(Registration.user_id == user_id, now, actor_kind, actor_id, "user", user_id=user_id)
+    audit.record("credential.revoked", actor_kind, actor_id=actor_id, user_id=user_id, scope_of="user",
+                 revoked_count=n)
+    return n
+
+
+# --- everything one issuer vouched for ------------------------------------------------------------
+def _issuer_condition(iss: str):
+    return or_(Credential.delegation_id.in_(db.select(Delegation.id).where(Delegation.iss == iss)),
+               Credential.registration_id.in_(db.select(Registration.id).where(Registration.iss == iss)))
+
+
+def count_issuer(iss: str) -> int:
+    return _count(_issuer_condition(iss))
+
+
+def revoke_issuer(iss: str, *, actor_kind="admin", actor_id=None) -> int:
+    now = utcnow()
+    n = credentials.revoke_where(_issuer_condition(iss), now=now)
+    db.session.execute(update(Delegation).where(Delegation.iss == iss, Delegation.revoked_at.is_(None))
+                       .values(revoked_at=now).execution_options(synchronize_session=False))
+    _end_registrations(or_(Registration.iss == iss,
+                           Registration.delegation_id.in_(db.select(Delegation.id).where(Delegation.iss == iss))),
+                       now, actor_kind, actor_id, "issuer", iss=iss)
+    audit.record("credential.revoked", actor_kind, actor_id=actor_id, iss=iss, scope_of="issuer",
+                 revoked_count=n)
+    return n
+
+
+def count_registrations_of_user(user_id: int) -> int:
+    return _count_registrations(Registration.user_id == user_id)
+
+
+def count_registrations_of_issuer(iss: str) -> int:
+    return _count_registrations(Registration.iss == iss)
