@@ -34,20 +34,25 @@ def my_agents(user_id: int):
         for c in db.session.execute(db.select(Credential).where(
                 Credential.registration_id.in_([r.id for r in regs])).order_by(Credential.id)).scalars():
             creds.setdefault(c.registration_id, []).append(c)
+    now = utcnow()
+    summary = {}
+    for reg_id, cs in creds.items():
+        live = [c for c in cs if c.revoked_at is None and (c.expires_at is None or c.expires_at > now)]
+        used = [c.last_used_at for c in cs if c.last_used_at]
+        summary[reg_id] = {"scopes": " ".join(dict.fromkeys(s for c in live for s in c.scope_list)),
+                           "last_used": max(used) if used else None}
     dels = list(db.session.execute(db.select(Delegation).where(Delegation.user_id == user_id)
                                    .order_by(Delegation.last_seen.desc()).limit(200)).scalars())
-    return regs, creds, dels
+    return regs, summary, dels
 
 
 def _home(code=None, code_for=None, error=None, status=200):
     email = current_user.email
     attempts = pending_claims(email) if email else []
     regs, creds, dels = my_agents(current_user.id)
-    now = utcnow()
     resp = Response(render_template(
         "portal/home.html", attempts=attempts, agent=claims.agent_description, post_claim=scopes.post_claim(),
-        regs=regs, creds=creds, dels=dels, form=ButtonForm(), code=code, code_for=code_for, error=error,
-        live=lambda c: c.revoked_at is None and (c.expires_at is None or c.expires_at > now)), status=status)
+        regs=regs, creds=creds, dels=dels, form=ButtonForm(), code=code, code_for=code_for, error=error), status=status)
     if code:
         resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -1,0 +1,135 @@
+"""Console sign-in: who may enter /console/, CSRF, the per-account throttle, idle timeout, create-admin."""
+import json
+
+from authmd.extensions import db
+from authmd.models import AuditEvent, User
+from tests.fixtures.console import ADMIN_EMAIL, ADMIN_PASSWORD, csrf_token, post_form
+
+
+def events(app, name):
+    with app.app_context():
+        return [json.loads(e.data or "{}") | {"actor_id": e.actor_id} for e in db.session.execute(
+            db.select(AuditEvent).where(AuditEvent.event == name)).scalars()]
+
+
+def test_anonymous_visitor_is_redirected_to_the_login_page(client):
+    for url in ("/console/", "/console/registrations", "/console/settings"):
+        r = client.get(url)
+        assert r.status_code == 302 and "/console/login" in r.headers["Location"]
+    assert client.get("/portal/").headers["Location"].endswith("/portal/login")
+
+
+def test_a_signed_in_user_who_is_not_admin_gets_403(app, client):
+    with app.app_context():
+        db.session.add(User(email="u@example.com", email_verified=True, created_at=__import__("authmd.util").util.utcnow()))
+        db.session.commit()
+        uid = db.session.execute(db.select(User.id)).scalar()
+    with client.session_transaction() as s:
+        s["_user_id"] = str(uid)
+        s["_fresh"] = True
+    assert client.get("/console/").status_code == 403
+    assert client.get("/console/users").status_code == 403
+    assert client.get("/portal/").status_code == 200
+
+
+def test_admin_signs_in_and_out_and_both_are_audited(app, admin_user):
+    client = app.test_client()
+    r = post_form(client, "/console/login", {"email": ADMIN_EMAIL.upper(), "password": ADMIN_PASSWORD})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/console/")
+    assert client.get("/console/").status_code == 200
+    assert len(events(app, "admin.login")) == 1
+    page = client.get("/console/").get_data(as_text=True)
+    assert client.post("/logout", data={"csrf_token": csrf_token(page)}).status_code == 302
+    assert client.get("/console/").status_code == 302
+
+
+def test_a_post_without_csrf_token_is_refused(app, admin_client):
+    r = admin_client.post("/console/settings", data={"service_name": "Hacked", "registration_ttl": 3600})
+    assert r.status_code == 400
+    r = admin_client.post("/console/revoke", data={"kind": "user", "target": "1"})
+    assert r.status_code == 400
+    client = app.test_client()
+    assert client.post("/console/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).status_code == 400
+    assert len(events(app, "admin.login")) == 1  # only the admin_client fixture signed in
+
+
+def test_wrong_password_is_refused_with_the_error_beside_the_field(app, admin_user):
+    client = app.test_client()
+    r = post_form(client, "/console/login", {"email": ADMIN_EMAIL, "password": "nope nope nope"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 401
+    assert 'id="password-error"' in html and 'aria-describedby="password-error"' in html
+    assert "nope nope nope" not in html
+    failed = events(app, "admin.login_failed")
+    assert len(failed) == 1 and "nope" not in json.dumps(failed)
+
+
+def test_five_failures_throttle_the_account_for_fifteen_minutes(app, admin_user, clock):
+    client = app.test_client()
+    for _ in range(5):
+        assert post_form(client, "/console/login", {"email": ADMIN_EMAIL, "password": "wrong password"}).status_code == 401
+    r = post_form(client, "/console/login", {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    assert r.status_code == 429 and "Too many failed sign-ins" in r.get_data(as_text=True)
+    assert client.get("/console/").status_code == 302
+    clock.advance(minutes=16)
+    assert post_form(client, "/console/login", {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).status_code == 302
+
+
+def test_unknown_email_fails_like_a_wrong_password(app, admin_user):
+    r = post_form(app.test_client(), "/console/login", {"email": "ghost@example.com", "password": "whatever1234"})
+    assert r.status_code == 401 and "The email or password is not correct." in r.get_data(as_text=True)
+
+
+def test_idle_session_ends(app, admin_client, clock):
+    assert admin_client.get("/console/").status_code == 200
+    clock.advance(minutes=29)
+    assert admin_client.get("/console/").status_code == 200
+    clock.advance(minutes=31)
+    r = admin_client.get("/console/")
+    assert r.status_code == 302 and "/console/login" in r.headers["Location"]
+    assert admin_client.get("/console/").status_code == 302
+
+
+def test_session_cookie_is_httponly_and_lax(app, admin_user):
+    client = app.test_client()
+    page = client.get("/console/login")
+    r = client.post("/console/login", data={"csrf_token": csrf_token(page.get_data(as_text=True)),
+                                            "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_next_parameter_cannot_redirect_off_site(app, admin_user):
+    client = app.test_client()
+    page = client.get("/console/login?next=//evil.example/")
+    r = client.post("/console/login?next=//evil.example/", data={
+        "csrf_token": csrf_token(page.get_data(as_text=True)), "email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    assert r.headers["Location"].endswith("/console/")
+
+
+def test_create_admin_command_reads_the_password_from_stdin(app, runner):
+    r = runner.invoke(args=["create-admin", "Boss@Example.com", "--password-stdin"], input="a long password 42\n")
+    assert r.exit_code == 0, r.output
+    with app.app_context():
+        u = db.session.execute(db.select(User).where(User.email == "boss@example.com")).scalar()
+        assert u.is_admin and u.password_hash.startswith("scrypt:") and "a long password" not in u.password_hash
+    short = runner.invoke(args=["create-admin", "x@example.com", "--password-stdin"], input="short\n")
+    assert short.exit_code != 0 and "at least" in short.output
+    prompted = runner.invoke(args=["create-admin", "y@example.com"], input="another password!\nanother password!\n")
+    assert prompted.exit_code == 0, prompted.output
+    r = post_form(app.test_client(), "/console/login", {"email": "boss@example.com", "password": "a long password 42"})
+    assert r.status_code == 302
+
+
+def test_security_headers_on_console_pages(admin_client):
+    r = admin_client.get("/console/")
+    assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in r.headers["Content-Security-Policy"]
+    assert r.headers["X-Frame-Options"] == "DENY" and r.headers["Referrer-Policy"]
+    assert "<script>" not in r.get_data(as_text=True)
+
+
+def test_home_redirects_by_role(app, admin_client, client):
+    assert admin_client.get("/").headers["Location"].endswith("/console/")
+    landing = client.get("/")
+    assert landing.status_code == 200 and "/portal/login" in landing.get_data(as_text=True)
