@@ -46,6 +46,12 @@ class Scope(db.Model):
 
 class Registration(db.Model):
     __tablename__ = "registrations"
+    # the console lists registrations newest first with keyset pagination on (created_at, id), filtered by
+    # status, flow or issuer; these keep each filtered page an index walk, not a sort
+    __table_args__ = (Index("ix_registrations_created_id", "created_at", "id"),
+                      Index("ix_registrations_status_created", "status", "created_at", "id"),
+                      Index("ix_registrations_type_created", "type", "created_at", "id"),
+                      Index("ix_registrations_iss_created", "iss", "created_at", "id"))
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     # anonymous | email-verification | agent-provider
     type: Mapped[str] = mapped_column(String(30), index=True)

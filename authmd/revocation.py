@@ -136,7 +136,14 @@ def _issuer_condition(iss: str):
 
 
 def count_issuer(iss: str) -> int:
-    return _count(_issuer_condition(iss))
+    # a UNION of two indexed joins: an OR across two subqueries would scan every credential
+    live = _live_credentials()
+    ids = db.union(
+        db.select(Credential.id).join(Delegation, Delegation.id == Credential.delegation_id)
+        .where(Delegation.iss == iss, live),
+        db.select(Credential.id).join(Registration, Registration.id == Credential.registration_id)
+        .where(Registration.iss == iss, live)).subquery()
+    return db.session.execute(db.select(db.func.count()).select_from(ids)).scalar() or 0
 
 
 def revoke_issuer(iss: str, *, actor_kind="admin", actor_id=None) -> int:

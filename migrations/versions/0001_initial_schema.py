@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-29 04:35:46.871940
+Create Date: 2026-11-29 04:53:16.418750
 
 """
 from alembic import op
@@ -193,11 +193,15 @@ def upgrade():
     with op.batch_alter_table('registrations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_registrations_claim_expires_at'), ['claim_expires_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_registrations_created_at'), ['created_at'], unique=False)
+        batch_op.create_index('ix_registrations_created_id', ['created_at', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_registrations_delegation_id'), ['delegation_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_registrations_email'), ['email'], unique=False)
         batch_op.create_index(batch_op.f('ix_registrations_iss'), ['iss'], unique=False)
+        batch_op.create_index('ix_registrations_iss_created', ['iss', 'created_at', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_registrations_status'), ['status'], unique=False)
+        batch_op.create_index('ix_registrations_status_created', ['status', 'created_at', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_registrations_type'), ['type'], unique=False)
+        batch_op.create_index('ix_registrations_type_created', ['type', 'created_at', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_registrations_user_id'), ['user_id'], unique=False)
 
     op.create_table('claim_attempts',
@@ -267,11 +271,15 @@ def downgrade():
     op.drop_table('claim_attempts')
     with op.batch_alter_table('registrations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_registrations_user_id'))
+        batch_op.drop_index('ix_registrations_type_created')
         batch_op.drop_index(batch_op.f('ix_registrations_type'))
+        batch_op.drop_index('ix_registrations_status_created')
         batch_op.drop_index(batch_op.f('ix_registrations_status'))
+        batch_op.drop_index('ix_registrations_iss_created')
         batch_op.drop_index(batch_op.f('ix_registrations_iss'))
         batch_op.drop_index(batch_op.f('ix_registrations_email'))
         batch_op.drop_index(batch_op.f('ix_registrations_delegation_id'))
+        batch_op.drop_index('ix_registrations_created_id')
         batch_op.drop_index(batch_op.f('ix_registrations_created_at'))
         batch_op.drop_index(batch_op.f('ix_registrations_claim_expires_at'))
 
