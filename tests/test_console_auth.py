@@ -133,3 +133,12 @@ def test_home_redirects_by_role(app, admin_client, client):
     assert admin_client.get("/").headers["Location"].endswith("/console/")
     landing = client.get("/")
     assert landing.status_code == 200 and "/portal/login" in landing.get_data(as_text=True)
+
+
+def test_login_posts_are_rate_limited_per_ip(make_app):
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_CONSOLE_LOGIN_PER_IP="3/hour")
+    client = app.test_client()
+    codes = [post_form(client, "/console/login", {"email": f"a{i}@example.com", "password": "x"}).status_code
+             for i in range(4)]
+    assert codes == [401, 401, 401, 429]
+    assert client.get("/console/login").status_code == 200

@@ -298,3 +298,27 @@ def test_outbox_shows_held_mail(app, admin_client):
     msg = admin_client.get("/console/outbox/1")
     assert "/agent/auth/claim/view?token=cvt_" in msg.get_data(as_text=True)
     assert msg.headers["Cache-Control"] == "no-store"
+
+
+def test_default_authmd_has_no_drift_whatever_the_flows(app, admin_client):
+    from authmd import settings
+    from authmd.console import docs
+    for flags in ({}, {"anonymous_enabled": False}, {"verified_email_enabled": False, "id_jag_enabled": False}):
+        with app.test_request_context():
+            settings.update(flags)
+            db.session.commit()
+            assert docs.drift(docs.render_text(docs.authdoc.default_template())[0]) == []
+    assert "drifts from the settings" not in admin_client.get("/console/").get_data(as_text=True)
+
+
+def test_a_published_text_that_names_a_switched_off_flow_warns_on_the_dashboard(app, admin_client):
+    page = admin_client.get("/console/authmd").get_data(as_text=True)
+    admin_client.post("/console/authmd", data={"csrf_token": csrf_token(page), "action": "publish",
+                                               "body": 'Send {"type": "anonymous"} to {{ register_uri }}'})
+    assert "drifts from the settings" not in admin_client.get("/console/").get_data(as_text=True)
+    from authmd import settings
+    with app.test_request_context():
+        settings.update({"anonymous_enabled": False})
+        db.session.commit()
+    html = admin_client.get("/console/").get_data(as_text=True)
+    assert "auth.md drifts from the settings: The text describes the anonymous start flow" in html

@@ -9,7 +9,7 @@ from sqlalchemy import update
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .. import audit, mail, settings
-from ..extensions import db
+from ..extensions import db, limiter
 from ..models import LoginFailure, LoginLink, User
 from ..secrets import digest, new_token
 from ..users import by_email, find_or_provision_by_email
@@ -96,7 +96,13 @@ def throttled(email: str, now) -> bool:
     return n >= THROTTLE_FAILURES
 
 
+def _ip_limit(key: str, default: str):
+    # per-IP ceilings on top of the per-account throttle, so one client cannot spray many accounts
+    return lambda: current_app.config.get(key) or default
+
+
 @bp.route("/console/login", methods=["GET", "POST"])
+@limiter.limit(_ip_limit("RATELIMIT_CONSOLE_LOGIN_PER_IP", "60/hour"), methods=["POST"])
 def login():
     if current_user.is_authenticated and current_user.is_admin and request.method == "GET":
         return redirect(url_for("admin.dashboard"))
@@ -151,6 +157,7 @@ SAME_ANSWER = ("If that address can sign in here, a sign-in link is on its way. 
 
 
 @bp.route("/portal/login", methods=["GET", "POST"])
+@limiter.limit(_ip_limit("RATELIMIT_PORTAL_LOGIN_PER_IP", "30/hour"), methods=["POST"])
 def portal_login():
     form = PortalLoginForm()
     status = 200
