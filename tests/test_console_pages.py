@@ -322,3 +322,10 @@ def test_a_published_text_that_names_a_switched_off_flow_warns_on_the_dashboard(
         db.session.commit()
     html = admin_client.get("/console/").get_data(as_text=True)
     assert "auth.md drifts from the settings: The text describes the anonymous start flow" in html
+
+
+def test_csv_export_defuses_formulas_from_agent_controlled_fields(app, admin_client):
+    agent = app.test_client()
+    agent.post("/agent/auth", json={"type": "anonymous"}, headers={"User-Agent": "=HYPERLINK(\"http://x\")"})
+    body = admin_client.get("/console/audit/export.csv?event=registration.created").get_data(as_text=True)
+    assert "'=HYPERLINK" in body and ",=HYPERLINK" not in body

@@ -30,7 +30,8 @@ CHART_EVENTS = {"claim.confirmed": "Claims confirmed", "registration.revoked": "
 
 @bp.context_processor
 def _ctx():
-    return {"service_name": settings.get("service_name"), "layout": "console/layout.html"}
+    return {"service_name": settings.get("service_name"), "layout": "console/layout.html",
+            "logout_form": ButtonForm()}
 
 
 def actor() -> str:
@@ -727,6 +728,13 @@ EXPORT_FIELDS = ("id", "time", "event", "actor_kind", "actor_id", "ip", "user_ag
 EXPORT_BATCH = 1000
 
 
+def _cell(value):
+    """Agents control some fields (user agent, platform): keep spreadsheets from running them as formulas."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _export_rows(args):
     """Every matching event, newest first, read in keyset batches so memory stays flat."""
     errors = {}
@@ -758,7 +766,7 @@ def audit_export(fmt):
         writer = csv.writer(buf)
         writer.writerow(EXPORT_FIELDS)
         for d in _export_rows(args):
-            writer.writerow([json.dumps(d["data"], sort_keys=True) if k == "data" else d.get(k)
+            writer.writerow([_cell(json.dumps(d["data"], sort_keys=True) if k == "data" else d.get(k))
                              for k in EXPORT_FIELDS])
             if buf.tell() > 64 * 1024:
                 yield buf.getvalue()

@@ -84,7 +84,7 @@ def _safe_next(default: str) -> str:
     return default
 
 
-@bp.app_context_processor
+@bp.context_processor
 def _common():
     return {"logout_form": ButtonForm()}
 
@@ -227,5 +227,7 @@ def portal_link():
         db.session.rollback()
         usable = False
     status = 200 if usable else 410
+    # the token is in this page's URL: never cache it, never leak it in a Referer
     return render_template("portal/link.html", form=form, token=token, usable=usable,
-                           service_name=settings.get("service_name")), status
+                           service_name=settings.get("service_name")), status, {
+        "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}

@@ -14,7 +14,8 @@ bp = Blueprint("portal", __name__, url_prefix="/portal")
 
 @bp.context_processor
 def _ctx():
-    return {"service_name": settings.get("service_name"), "layout": "portal/layout.html"}
+    return {"service_name": settings.get("service_name"), "layout": "portal/layout.html",
+            "logout_form": ButtonForm()}
 
 
 def pending_claims(email: str) -> list[ClaimAttempt]:
