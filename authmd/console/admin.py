@@ -14,7 +14,7 @@ from .. import audit, authdoc, revocation, settings
 from ..extensions import db
 from ..models import (AuditEvent, AuthDocVersion, ClaimAttempt, Credential, Delegation, OutboxMail,
                       Registration, Scope, TrustedIssuer, User)
-from ..util import iso, utcnow
+from ..util import utcnow
 from . import docs
 from .auth import admin_required
 from .forms import AuthDocForm, ButtonForm, IssuerForm, ScopeForm, SettingsForm

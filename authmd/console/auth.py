@@ -10,7 +10,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from .. import audit, mail, settings
 from ..extensions import db, limiter
-from ..models import LoginFailure, LoginLink, User
+from ..models import LoginFailure, LoginLink
 from ..secrets import digest, new_token
 from ..users import by_email, find_or_provision_by_email
 from ..util import ProtocolError, utcnow

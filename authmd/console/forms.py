@@ -3,7 +3,7 @@ import re
 from urllib.parse import urlparse
 
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, EmailField, HiddenField, IntegerField, PasswordField, SelectField,
+from wtforms import (BooleanField, EmailField, IntegerField, PasswordField,
                      StringField, TextAreaField, URLField)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
