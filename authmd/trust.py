@@ -269,7 +269,8 @@ def _import_keys(jwks: dict) -> dict:
 class _Entry:
     keys: dict = field(default_factory=dict)
     expires_at: datetime | None = None
-    last_fetch_at: datetime | None = None
+    failed_at: datetime | None = None  # the last fetch failed: retry at most once a minute
+    kid_refetch_at: datetime | None = None  # the last refetch for an unknown kid: at most once a minute
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -298,33 +299,39 @@ def forget(issuer: str) -> None:
 
 
 def _refresh(row: TrustedIssuer, entry: _Entry, now: datetime) -> None:
-    """One fetch; on failure the keys already cached keep working (and we retry at most once a minute)."""
-    entry.last_fetch_at = now
+    """One fetch; on failure the keys already cached keep working."""
     try:
         jwks, life = fetch_jwks(jwks_uri_of(row), allow_private=bool(row.allow_private_jwks))
     except FetchError as exc:
+        entry.failed_at = now
         log.warning("JWKS for %s unavailable: %s", row.issuer, exc)
         if not entry.keys:
             raise
         return
     entry.keys = _import_keys(jwks)
     entry.expires_at = now + life
+    # an empty key set counts as a failure, so it is not refetched on every request
+    entry.failed_at = None if entry.keys else now
 
 
 def keys_for(row: TrustedIssuer, kid: str | None) -> list:
-    """The issuer's keys matching kid (all of them when the token names none); fetches when the cache is
-    empty or stale, and refetches once on an unknown kid at most once a minute."""
+    """The issuer's keys matching kid (all of them when the token names none). Fetches when the cache is
+    empty or past its lifetime; refetches on an unknown kid at most once a minute; a failing issuer is
+    retried at most once a minute while its cached keys keep working."""
     entry = _entry((row.issuer, jwks_uri_of(row), bool(row.allow_private_jwks)))
     with entry.lock:
         now = utcnow()
-        recent = entry.last_fetch_at is not None and now - entry.last_fetch_at < REFETCH_INTERVAL
+        backing_off = entry.failed_at is not None and now - entry.failed_at < REFETCH_INTERVAL
         stale = not entry.keys or (entry.expires_at is not None and now >= entry.expires_at)
-        if stale and not recent:
+        fetched = False
+        if stale and not backing_off:
             _refresh(row, entry, now)
-            recent = True
-        elif not entry.keys and entry.expires_at is None:
+            fetched = True
+        elif not entry.keys:
             raise FetchError("the issuer's JWKS failed less than a minute ago")
-        if kid is not None and kid not in entry.keys and not recent:
+        if (kid is not None and kid not in entry.keys and not fetched and not backing_off
+                and (entry.kid_refetch_at is None or now - entry.kid_refetch_at >= REFETCH_INTERVAL)):
+            entry.kid_refetch_at = now
             _refresh(row, entry, now)
         if kid is None:
             return [k for k, _ in entry.keys.values()]

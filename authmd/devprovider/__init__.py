@@ -36,7 +36,8 @@ def jwks_url() -> str:
 
 
 def _key_path() -> str:
-    return os.path.join(current_app.instance_path, KEY_FILE)
+    # AUTHMD_DEV_PROVIDER_KEY_FILE moves it (tests); default: the instance folder
+    return current_app.config.get("DEV_PROVIDER_KEY_FILE") or os.path.join(current_app.instance_path, KEY_FILE)
 
 
 def key():
