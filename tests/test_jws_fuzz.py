@@ -52,7 +52,10 @@ def _register(client, token):
                                             "assertion": token, "requested_credential_type": "access_token"})
 
 
-def _check(resp):
+def _check(resp, token):
+    if len(token.encode("utf-8", "surrogatepass")) > 64 * 1024 - 200 and resp.status_code == 413:  # §6: bodies over 64 KiB are refused first
+        assert resp.status_code == 413 and resp.is_json and resp.json["error"] == "request_too_large"
+        return
     assert resp.status_code == 400, (resp.status_code, resp.get_data(as_text=True)[:300])
     assert resp.is_json and resp.json["error"] in CODES and resp.json["message"]
 
@@ -63,7 +66,7 @@ def test_registration_answers_400_json_to_any_malformed_jws(app, client, provide
     if not app.config.get("_trusted"):
         trust(app, provider)
         app.config["_trusted"] = True
-    _check(_register(client, token))
+    _check(_register(client, token), token)
 
 
 @FUZZ
@@ -77,7 +80,7 @@ def test_revocation_answers_400_json_to_any_malformed_jws(app, client, provider,
     else:
         resp = client.post("/agent/auth/revoke", data=token.encode("utf-8", "surrogatepass"),
                            content_type="application/logout+jwt")
-    _check(resp)
+    _check(resp, token)
 
 
 @FUZZ
@@ -89,4 +92,4 @@ def test_well_formed_but_wrong_tokens_from_a_trusted_issuer_answer_400_json(app,
     if isinstance(payload, dict):
         payload = {**payload, "iss": provider.issuer}
     token = b64(json.dumps(header).encode()) + "." + b64(json.dumps(payload).encode()) + "." + b64(b"\x01" * 64)
-    _check(_register(client, token))
+    _check(_register(client, token), token)
