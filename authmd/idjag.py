@@ -130,20 +130,22 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     now = utcnow()
     iss, sub = row.issuer, claims["sub"]
     aud = claims["aud"][0] if isinstance(claims["aud"], list) else claims["aud"]
+    aud = aud.rstrip("/")  # "https://x" and "https://x/" name the same audience: one delegation
     platform, context = agent_details(claims)
     user = resolve_for_delegation(iss, sub, email=_verified_email(claims), phone=_verified_phone(claims),
                                   existing_only=bool(settings.get("existing_users_only")))
     db.session.flush()
     delegation = _delegation(iss, sub, aud, user, platform, context, now)
     db.session.flush()
-    reg, _created = _registration(delegation, wanted, ip, user_agent, platform, now)
+    reg, created = _registration(delegation, wanted, ip, user_agent, platform, now)
     db.session.flush()
     granted = granted_scopes(row)
     cred, secret = credentials.issue(reg, wanted, granted, user_id=user.id, delegation_id=delegation.id, now=now)
     db.session.flush()
     who = {"iss": iss, "sub": sub, "agent_platform": platform, "agent_context_id": context}
     audit.record("registration.created", "agent", registration_id=reg.id, user_id=user.id, ip=ip,
-                 user_agent=user_agent, registration_type="agent-provider", scopes=granted, **who)
+                 user_agent=user_agent, registration_type="agent-provider", scopes=granted,
+                 new_registration=created, **who)
     audit.record("credential.issued", "agent", registration_id=reg.id, user_id=user.id, ip=ip,
                  user_agent=user_agent, credential_id=cred.id, credential_prefix=cred.prefix,
                  credential_type=wanted, scopes=granted, **who)

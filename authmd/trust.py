@@ -198,8 +198,9 @@ def fetch_jwks(url: str, *, allow_private: bool = False, timeout: float | None =
     address = _resolve(parts.hostname, port, allow_private)[0]
     path = parts.path or "/"
     if parts.scheme == "https":
-        conn = _PinnedHTTPS(parts.hostname, address, port=port, timeout=timeout,
-                            context=ssl.create_default_context())
+        # JWKS_CA_FILE: an extra CA bundle for issuers behind a private CA (certificates are always verified)
+        context = ssl.create_default_context(cafile=cfg.get("JWKS_CA_FILE") or None)
+        conn = _PinnedHTTPS(parts.hostname, address, port=port, timeout=timeout, context=context)
     else:
         conn = _PinnedHTTP(parts.hostname, address, port=port, timeout=timeout)
     try:

@@ -419,7 +419,7 @@ def test_auth_md_and_metadata_gain_the_id_jag_section_only_when_an_issuer_is_ena
     doc = client.get("/auth.md").get_data(as_text=True)
     assert "### Agent verified (ID-JAG)" in doc and f"- `{provider.issuer}`" in doc
     assert "Content-Type: application/logout+jwt" in doc and "http://localhost:8000/agent/auth/revoke" in doc
-    assert "typ: oauth-id-jag+jwt" in doc
+    assert "typ: oauth-id-jag+jwt" in doc and "logout_token=<compact JWS>" in doc
     meta = client.get("/.well-known/oauth-authorization-server").json["agent_auth"]
     assert meta["trusted_issuers"] == [provider.issuer]
     assert "urn:ietf:params:oauth:token-type:id-jag" in meta["identity_assertion"]["assertion_types_supported"]

@@ -1,5 +1,6 @@
 """JWKS fetching and the per-worker cache: Cache-Control clamping, unknown-kid refetch, rotation,
 an issuer that goes down, and the SSRF guard - all against a real JWKS served over loopback HTTP."""
+import json
 import socket
 import threading
 from datetime import datetime, timedelta
@@ -259,3 +260,62 @@ def test_test_issuer_fetches_now_bypassing_the_cache(app, provider):
         provider.down = True
         out = trust.test_issuer(row)
         assert out["ok"] is False and out["keys"] == [] and "503" in out["error"]
+
+
+def _tls_jwks_server(tmp_path, jwks: dict):
+    """A JWKS over real TLS on loopback, with a self-signed certificate for localhost."""
+    import datetime as dt
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    body = json.dumps(jwks).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_file, key_file)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server, str(cert_file)
+
+
+def test_https_jwks_verifies_the_certificate(app, make_app, provider, tmp_path):
+    server, ca = _tls_jwks_server(tmp_path, provider.jwks())
+    url = f"https://localhost:{server.server_port}/jwks.json"
+    try:
+        with app.app_context():
+            with pytest.raises(trust.FetchError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+                trust.fetch_jwks(url)
+        with make_app(JWKS_CA_FILE=ca).app_context():
+            jwks, _life = trust.fetch_jwks(url)
+            assert {k["kid"] for k in jwks["keys"]} == {k.kid for k in provider.keys}
+    finally:
+        server.shutdown()
