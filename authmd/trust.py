@@ -422,8 +422,8 @@ def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = Fal
     typ_value = header.get("typ")
     if not isinstance(typ_value, str) or typ_value.lower().removeprefix("application/") != typ:
         raise ProtocolError(400, "invalid_request", f"The token header must have typ \"{typ}\".")
-    if "crit" in header:
-        raise ProtocolError(400, "invalid_request", "The token header carries critical extensions we do not support.")
+    if "crit" in header or "b64" in header:
+        raise ProtocolError(400, "invalid_request", "The token header carries extensions we do not support (crit, b64).")
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS:
         raise ProtocolError(400, "invalid_signature",
@@ -483,6 +483,9 @@ def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = Fal
         raise ProtocolError(400, "invalid_request", f"The token lives longer than {max_life} seconds.")
     if exp < iat:
         raise ProtocolError(400, "invalid_request", "The token's exp is before its iat.")
+    nbf = _num(claims, "nbf")
+    if "nbf" in claims and (nbf is None or nbf > now_ts + skew.total_seconds()):
+        raise ProtocolError(400, "invalid_request", "The token is not valid yet (nbf).")
     # 7. sub, jti, replay
     sub, jti = claims.get("sub"), claims.get("jti")
     if not isinstance(sub, str) or not sub or len(sub) > 255:

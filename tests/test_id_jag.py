@@ -208,6 +208,14 @@ def test_time_claims_that_are_invalid_requests(app, client, provider, register_i
     _err(register_id_jag(client, provider.id_jag(iat=now, exp=None)), 400, "invalid_request")
     _err(register_id_jag(client, provider.id_jag(iat=None, exp=now + 60)), 400, "invalid_request")
     _err(register_id_jag(client, provider.id_jag(iat="yesterday", exp=now + 60)), 400, "invalid_request")
+    _err(register_id_jag(client, provider.id_jag(iat=now, exp=now + 300, nbf=now + 120)), 400, "invalid_request")
+    assert register_id_jag(client, provider.id_jag(iat=now, exp=now + 300, nbf=now + 30)).status_code == 200
+
+
+@pytest.mark.parametrize("extra", [{"crit": ["exp"], "exp": 1}, {"b64": False}])
+def test_unsupported_header_extensions_are_invalid_request(app, client, provider, register_id_jag, extra):
+    trust(app, provider)
+    _err(register_id_jag(client, provider.sign(provider.claims(AUD), extra_headers=extra)), 400, "invalid_request")
 
 
 @pytest.mark.parametrize("claim", ["sub", "jti"])
