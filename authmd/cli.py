@@ -14,6 +14,13 @@ def init_db() -> None:
     from flask_migrate import upgrade
     upgrade(directory=current_app.extensions["migrate"].directory)
     scope_mod.seed()
+    if current_app.config.get("DEV_PROVIDER"):
+        try:
+            from .devprovider import ensure_trusted
+        except ImportError:
+            pass
+        else:
+            ensure_trusted()  # creates its key and trusts <ISSUER>/dev-provider
     db.session.commit()
 
 

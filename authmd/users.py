@@ -35,3 +35,52 @@ def find_or_provision_by_email(email: str, source: str = "claim") -> User:
     if not user.email_verified:
         user.email_verified = True
     return user
+
+
+def normalize_phone(value) -> str | None:
+    """E.164-ish: keep a leading + and the digits, so '+1 (555) 010-2000' matches '+15550102000'."""
+    if not isinstance(value, str):
+        return None
+    digits = "".join(c for c in value if c.isdigit())
+    if not 5 <= len(digits) <= 20:
+        return None
+    return ("+" if value.strip().startswith("+") else "") + digits
+
+
+def by_phone(phone: str):
+    return db.session.execute(db.select(User).where(User.phone == phone).order_by(User.id).limit(1)).scalar()
+
+
+def resolve_for_delegation(iss: str, sub: str, *, email=None, phone=None, existing_only=False) -> User:
+    """Who an ID-JAG speaks for, in the spec's order: a prior delegation with the same (iss, sub); else the
+    user with this verified email; else this verified phone; else a user provisioned just in time, or 400
+    user_not_provisioned when only existing users may register agents. email/phone are passed only when
+    the provider asserted them verified."""
+    from .models import Delegation
+    prior = db.session.execute(
+        db.select(User).join(Delegation, Delegation.user_id == User.id)
+        .where(Delegation.iss == iss, Delegation.sub == sub).order_by(Delegation.id).limit(1)).scalar()
+    if prior is not None:
+        return prior
+    if email:
+        user = by_email(email)
+        if user is not None:
+            if not user.email_verified:
+                user.email_verified = True
+            return user
+    if phone:
+        user = by_phone(phone)
+        if user is not None:
+            if not user.phone_verified:
+                user.phone_verified = True
+            return user
+    if existing_only:
+        raise ProtocolError(400, "user_not_provisioned",
+                            "Only existing users of this service may register agents; ask an administrator.")
+    if email:
+        return find_or_provision_by_email(email, source="id_jag")
+    user = User(email=None, email_verified=False, phone=phone, phone_verified=True, created_at=utcnow(),
+                source="id_jag")
+    db.session.add(user)
+    db.session.flush()
+    return user

@@ -1,0 +1,183 @@
+"""Provider revocation (§4): POST /agent/auth/revoke with a logout token, verified through the same trust
+path and replay store; every credential of the subject stops working on the next call, on every instance."""
+import json
+import time
+
+import pytest
+
+from authmd.extensions import db
+from authmd.models import AuditEvent, Delegation, Registration
+from tests.fixtures.provider import LOGOUT_TYP, REVOKED_EVENT, trust
+
+AUD = "http://localhost:8000"
+BACKCHANNEL = "http://schemas.openid.net/event/backchannel-logout"
+
+
+def _revoke(client, token, form=False):
+    if form:
+        return client.post("/agent/auth/revoke", data={"logout_token": token})
+    return client.post("/agent/auth/revoke", data=token, content_type="application/logout+jwt")
+
+
+def _err(resp, code):
+    assert resp.status_code == 400 and resp.is_json and resp.json["error"] == code, resp.get_data(as_text=True)
+
+
+def _get(client, cred):
+    return client.get("/api/resource", headers={"Authorization": "Bearer " + cred})
+
+
+def _register(client, register_id_jag, provider, wanted="access_token", **claims):
+    r = register_id_jag(client, provider.id_jag(**claims), wanted)
+    assert r.status_code == 200, r.json
+    return r.json
+
+
+@pytest.mark.parametrize("form", [False, True])
+def test_logout_token_revokes_every_credential_of_the_subject_across_delegations(app, client, provider,
+                                                                                 register_id_jag, form):
+    trust(app, provider)
+    a = _register(client, register_id_jag, provider, agent_context_id="c1")
+    b = _register(client, register_id_jag, provider, "api_key")
+    c = _register(client, register_id_jag, provider, aud=AUD + "/api/")
+    other = _register(client, register_id_jag, provider, sub="someone-else", email="else@example.com")
+    r = _revoke(client, provider.logout_token("user-123"), form=form)
+    assert r.status_code == 200 and r.json == {"revoked": 3}
+    assert r.headers["Cache-Control"] == "no-store"
+    for x in (a, b, c):
+        resp = _get(client, x["credential"])
+        assert resp.status_code == 401 and resp.json["error"] == "invalid_token"
+    assert _get(client, other["credential"]).status_code == 200
+    with app.app_context():
+        regs = {r.id: r.status for r in db.session.execute(db.select(Registration)).scalars()}
+        assert regs[a["registration_id"]] == regs[c["registration_id"]] == "revoked"
+        assert regs[other["registration_id"]] == "active"
+        revoked = list(db.session.execute(db.select(AuditEvent).where(AuditEvent.event == "registration.revoked"))
+                       .scalars())
+        assert {e.registration_id for e in revoked} == {a["registration_id"], c["registration_id"]}
+        for e in revoked:
+            assert (e.iss, e.sub, e.actor_kind) == (provider.issuer, "user-123", "provider")
+            assert e.agent_platform == "TestAgent/1.0"
+        assert {e.agent_context_id for e in revoked} == {"c1", None}
+
+
+def test_revocation_is_seen_by_a_second_app_instance_without_restart(app, make_app, client, provider,
+                                                                    register_id_jag):
+    trust(app, provider)
+    second = make_app().test_client()
+    cred = _register(client, register_id_jag, provider)["credential"]
+    assert _get(second, cred).status_code == 200
+    assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
+    assert _get(second, cred).status_code == 401
+    assert _get(client, cred).status_code == 401
+
+
+def test_a_fresh_id_jag_after_revocation_reuses_the_registration(app, client, provider, register_id_jag):
+    trust(app, provider)
+    first = _register(client, register_id_jag, provider)
+    assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
+    again = _register(client, register_id_jag, provider)
+    assert again["registration_id"] == first["registration_id"]
+    assert _get(client, again["credential"]).status_code == 200
+    assert _get(client, first["credential"]).status_code == 401
+
+
+def test_nothing_to_revoke_answers_zero(app, client, provider):
+    trust(app, provider)
+    assert _revoke(client, provider.logout_token("nobody")).json == {"revoked": 0}
+
+
+def test_backchannel_logout_event_and_missing_exp_are_accepted(app, client, provider, register_id_jag):
+    trust(app, provider)
+    _register(client, register_id_jag, provider)
+    token = provider.logout_token("user-123", events={BACKCHANNEL: {}}, exp=None)
+    assert _revoke(client, token, form=True).json == {"revoked": 1}
+
+
+def test_a_disabled_issuer_may_still_revoke(app, client, provider, register_id_jag):
+    trust(app, provider)
+    cred = _register(client, register_id_jag, provider)["credential"]
+    with app.app_context():
+        from authmd.models import TrustedIssuer
+        db.session.execute(db.update(TrustedIssuer).values(enabled=False))
+        db.session.commit()
+    assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
+    assert _get(client, cred).status_code == 401
+
+
+# ------------------------------------------------------------------ §4 errors
+
+def test_replayed_logout_token_is_replay_detected(app, client, provider):
+    trust(app, provider)
+    token = provider.logout_token("user-123")
+    assert _revoke(client, token).status_code == 200
+    _err(_revoke(client, token), "replay_detected")
+    _err(_revoke(client, token, form=True), "replay_detected")
+
+
+def test_unknown_or_removed_issuer_is_invalid_issuer(app, client, provider, make_provider):
+    stranger = make_provider("stranger")
+    trust(app, provider)
+    _err(_revoke(client, stranger.logout_token("user-123")), "invalid_issuer")
+
+
+def test_bad_signature_and_foreign_key_are_invalid_signature(app, client, provider, make_provider):
+    trust(app, provider)
+    stranger = make_provider("stranger")
+    _err(_revoke(client, provider.logout_token("user-123", key=stranger.keys[0])), "invalid_signature")
+    head, payload, sig = provider.logout_token("user-123").split(".")
+    _err(_revoke(client, ".".join([head, payload, sig[::-1]])), "invalid_signature")
+
+
+@pytest.mark.parametrize("case", ["no_body", "wrong_type", "json_type", "not_jws", "id_jag_typ", "no_events",
+                                  "other_event", "events_list", "nonce", "no_sub", "no_jti", "no_iat",
+                                  "wrong_aud", "expired", "future_iat", "empty_form", "non_ascii"])
+def test_malformed_logout_tokens_are_invalid_request(app, client, provider, case):
+    trust(app, provider)
+    now = int(time.time())
+    if case == "no_body":
+        r = client.post("/agent/auth/revoke", data="", content_type="application/logout+jwt")
+    elif case == "wrong_type":
+        r = client.post("/agent/auth/revoke", data=provider.logout_token(), content_type="text/plain")
+    elif case == "json_type":
+        r = client.post("/agent/auth/revoke", json={"logout_token": provider.logout_token()})
+    elif case == "not_jws":
+        r = _revoke(client, "not-a-token")
+    elif case == "id_jag_typ":
+        r = _revoke(client, provider.id_jag())
+    elif case == "empty_form":
+        r = client.post("/agent/auth/revoke", data={"other": "x"})
+    elif case == "non_ascii":
+        r = client.post("/agent/auth/revoke", data="é".encode("latin-1"), content_type="application/logout+jwt")
+    else:
+        claims = {"no_events": {"events": None}, "other_event": {"events": {"https://example.com/other": {}}},
+                  "events_list": {"events": [REVOKED_EVENT]}, "nonce": {"nonce": "n-1"}, "no_sub": {"sub": None},
+                  "no_jti": {"jti": None}, "no_iat": {"iat": None}, "wrong_aud": {"aud": "https://other.example"},
+                  "expired": {"iat": now - 900, "exp": now - 600},
+                  "future_iat": {"iat": now + 600, "exp": now + 900}}[case]
+        sub = claims.pop("sub", "user-123")
+        token = provider.logout_token(sub, **claims) if sub else provider.sign(
+            {"iss": provider.issuer, "aud": AUD, "iat": now, "exp": now + 60, "jti": "j", "sid": "s",
+             "events": {REVOKED_EVENT: {}}}, typ=LOGOUT_TYP)
+        r = _revoke(client, token)
+    _err(r, "invalid_request")
+
+
+def test_revoke_is_csrf_exempt_and_rejections_are_audited_without_the_token(app, client, provider):
+    trust(app, provider)
+    token = provider.logout_token("user-123", nonce="x")
+    _err(_revoke(client, token, form=True), "invalid_request")
+    with app.app_context():
+        ev = db.session.execute(db.select(AuditEvent).where(AuditEvent.event == "assertion.rejected")).scalar_one()
+        assert ev.actor_kind == "provider" and ev.iss == provider.issuer
+        assert json.loads(ev.data) == {"error": "invalid_request", "kind": "logout"}
+        assert token not in (ev.data or "")
+
+
+def test_a_failed_revocation_changes_nothing(app, client, provider, register_id_jag):
+    trust(app, provider)
+    cred = _register(client, register_id_jag, provider)["credential"]
+    _err(_revoke(client, provider.logout_token("user-123", nonce="n")), "invalid_request")
+    assert _get(client, cred).status_code == 200
+    with app.app_context():
+        assert db.session.execute(db.select(Delegation.revoked_at)).scalar() is None
