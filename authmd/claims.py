@@ -49,7 +49,7 @@ def expire_registration(reg: Registration, now=None) -> bool:
                                                   ClaimAttempt.status == "initiated")
                        .values(status="superseded").execution_options(synchronize_session=False))
     audit.record("registration.expired", "system", registration_id=reg.id,
-                 registration_type=reg.type, credentials_revoked=revoked)
+                 registration_type=reg.type, revoked=revoked)
     return True
 
 
