@@ -1,5 +1,6 @@
 """auth.md room: discovery metadata from live settings, and /auth.md rendered from the edited template."""
 import hashlib
+import json
 import os
 
 from flask import current_app
@@ -142,6 +143,8 @@ def context() -> dict:
         "otp_ttl_minutes": int(s["otp_ttl"]) // 60,
         "access_token_ttl_minutes": int(s["access_token_ttl"]) // 60,
         "id_jag_type": ID_JAG, "revoked_event": REVOKED_EVENT,
+        # the live agent_auth block, so the document shows exactly what the metadata says
+        "agent_auth_json": json.dumps(authorization_server_metadata()["agent_auth"], indent=2),
     }
 
 

@@ -152,3 +152,30 @@ def test_the_claim_link_and_the_code_expire_on_time(agent, person, smtp, clock):
     assert late.status_code == 410 and late.json()["error"] == "otp_expired"
     page = person.open(link)
     assert page.status_code == 410 and "expired" in page.text.lower()
+
+
+def test_anonymous_registrations_are_rate_limited_per_ip(make_app):
+    """Spec §6: 5/h anonymous registrations per IP by default; 429 rate_limited JSON with Retry-After."""
+    import json as _json
+    from tests.conftest import _wipe
+    from tests.fixtures.flows import email_body
+    limited = make_app(RATELIMIT_ENABLED=True)
+    _wipe(limited)
+    c = limited.test_client()
+    for _ in range(5):
+        assert c.post("/agent/auth", json=ANON).status_code == 200
+    r = c.post("/agent/auth", json=ANON)
+    assert r.status_code == 429 and r.mimetype == "application/json"
+    assert r.get_json()["error"] == "rate_limited" and r.get_json()["message"]
+    assert int(r.headers["Retry-After"]) > 0
+    # identity assertions have their own budget
+    assert c.post("/agent/auth", json=email_body("rl@example.com")).status_code == 200
+    # another IP is not affected
+    assert c.post("/agent/auth", json=ANON, environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 200
+    # with the limiter on, malformed and oversized bodies still answer their own JSON 4xx
+    big = _json.dumps({"type": "anonymous", "pad": "x" * (64 * 1024)})
+    r = c.post("/agent/auth", data=big, content_type="application/json", environ_base={"REMOTE_ADDR": "10.0.0.8"})
+    assert r.status_code == 413 and r.get_json()["error"] == "request_too_large"
+    r = c.post("/agent/auth", data=b"\xff{", content_type="application/json",
+               environ_base={"REMOTE_ADDR": "10.0.0.8"})
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_request"

@@ -1,4 +1,5 @@
 """Discovery (spec §1): PRM, AS metadata with agent_auth from live settings, and the served /auth.md."""
+import json
 import re
 
 import pytest
@@ -139,6 +140,10 @@ def test_the_default_document_follows_the_spec_outline(client):
     assert positions == sorted(positions)
     assert "```http\nPOST http://localhost:8000/agent/auth\n" in text
     assert text.count("```http") >= 5 and text.count("```json") >= 5
+    step1b = text.split("### 1b.", 1)[1].split("## Step 2", 1)[0]
+    assert "```http\nGET http://localhost:8000/.well-known/oauth-authorization-server" in step1b
+    live = json.loads(step1b.split("```json\n", 1)[1].split("\n```", 1)[0])
+    assert live["agent_auth"] == client.get("/.well-known/oauth-authorization-server").get_json()["agent_auth"]
     # the preamble names the real hosts
     preamble = text.split("## Step 1")[0]
     assert "localhost:8000" in preamble and "http://localhost:8000/api/" in preamble
@@ -200,3 +205,38 @@ def test_the_template_is_sandboxed(app):
     with app.app_context():
         with pytest.raises(SecurityError):
             authdoc.render("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+
+
+def test_configuration_from_authmd_environment_variables(schema, monkeypatch, smtp):
+    from app import create_app
+    from tests.conftest import _wipe
+    monkeypatch.setenv("AUTHMD_ISSUER", "https://env.example/")
+    monkeypatch.setenv("AUTHMD_RESOURCE", "https://env.example/v2/")
+    monkeypatch.setenv("AUTHMD_DATABASE_URL", schema)
+    monkeypatch.setenv("AUTHMD_SECRET_KEY", "from-env-0123")
+    monkeypatch.setenv("AUTHMD_MAIL_SERVER", smtp.host)
+    monkeypatch.setenv("AUTHMD_MAIL_PORT", str(smtp.port))
+    monkeypatch.setenv("AUTHMD_MAIL_USE_TLS", "false")
+    monkeypatch.setenv("AUTHMD_MAIL_DEFAULT_SENDER", "Env <env@example.com>")
+    app = create_app({"TESTING": True, "RATELIMIT_ENABLED": False})
+    try:
+        assert app.config["ISSUER"] == "https://env.example" and app.config["SECRET_KEY"] == "from-env-0123"
+        assert app.config["MAIL_PORT"] == smtp.port and app.config["MAIL_USE_TLS"] is False
+        _wipe(app)
+        c = app.test_client()
+        prm = c.get("/.well-known/oauth-protected-resource").get_json()
+        assert prm["resource"] == "https://env.example/v2/" and prm["authorization_servers"] == ["https://env.example"]
+        r = c.post("/agent/auth", json=email_body("env@example.org"))
+        assert r.status_code == 200 and r.get_json()["claim_url"] == "https://env.example/agent/auth/claim"
+        [msg] = smtp.to("env@example.org")
+        assert msg["From"] == "Env <env@example.com>"
+        assert "https://env.example/agent/auth/claim/view?token=cvt_" in smtp.text(msg)
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_resource_defaults_to_the_issuer_api_path(make_app):
+    other = make_app(ISSUER="https://a.example", RESOURCE=None)
+    assert other.config["RESOURCE"] == "https://a.example/api/"
