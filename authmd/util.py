@@ -15,6 +15,17 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(value, limit: int = 300):
+    """A client-supplied header (User-Agent) fit to store, mail and show: no control characters (PostgreSQL
+    refuses NUL; a newline would forge lines in a text mail), at most limit characters; None when empty."""
+    if not value:
+        return None
+    return _CONTROL.sub("", str(value))[:limit] or None
+
+
 def iso(dt):
     if dt is None:
         return None

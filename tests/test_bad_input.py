@@ -163,3 +163,19 @@ def test_an_unexpected_error_is_json_500_without_a_traceback(make_app):
     assert r.status_code == 500 and r.mimetype == "application/json"
     assert r.get_json()["error"] == "server_error" and "secret internals" not in r.get_data(as_text=True)
     assert int(r.headers["Retry-After"]) > 0
+
+
+def test_control_characters_in_the_user_agent_are_dropped(app, client):
+    """A NUL would make PostgreSQL refuse the row (500); a newline would forge lines in the text mail."""
+    from tests.fixtures.flows import audit_rows
+    ua = {"HTTP_USER_AGENT": "Agent\x00/1\r\nInjected: line\x7f" + "x" * 400}
+    r = client.post("/agent/auth", json={"type": "anonymous", "requested_credential_type": "api_key"},
+                    environ_base=ua)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    reg = r.get_json()
+    r = client.post("/agent/auth/claim", json={"claim_token": reg["claim_token"], "email": "ua@example.com"},
+                    environ_base=ua)
+    assert r.status_code == 200
+    rows = audit_rows(app)
+    assert rows and all(e["user_agent"].startswith("Agent/1Injected: line") for e in rows)
+    assert all(len(e["user_agent"]) <= 300 for e in rows)

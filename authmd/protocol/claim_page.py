@@ -3,7 +3,7 @@ from flask import Blueprint, render_template, request
 
 from .. import claims, settings
 from ..extensions import db
-from ..util import ProtocolError, iso
+from ..util import ProtocolError, iso, printable
 
 bp = Blueprint("claim_page", __name__)
 
@@ -45,7 +45,7 @@ def act():
             claims.deny(token)
             db.session.commit()
             return _page(token, attempt, "denied")
-        answer = claims.mint_code(token, ip=request.remote_addr, user_agent=request.user_agent.string)
+        answer = claims.mint_code(token, ip=request.remote_addr, user_agent=printable(request.user_agent.string))
         db.session.commit()
     except ProtocolError as exc:
         db.session.rollback()
