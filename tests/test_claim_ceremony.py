@@ -304,3 +304,13 @@ def test_twenty_wrong_codes_lock_the_registration(app, agent, person, started):
     assert len(audit_rows(app, "claim.locked")) == 1
     with app.app_context():
         assert db.session.get(Registration, reg["registration_id"]).failed_otp_count == 20
+
+
+def test_buttons_on_a_finished_claim_answer_like_the_page(agent, person, started):
+    reg, link = started
+    page = person.open(link)
+    form = person.form(page.text)
+    assert agent.complete(reg["claim_token"], person.reveal(link)).status_code == 200
+    for action in ("reveal", "deny"):
+        r = person.t.post("/agent/auth/claim/view", data={**form, "action": action})
+        assert r.status_code == 200 and "Already claimed" in r.text and 'id="otp"' not in r.text

@@ -50,7 +50,9 @@ def act():
     except ProtocolError as exc:
         db.session.rollback()
         attempt = claims.attempt_by_link_token(token)
-        return _page(token, attempt, claims.attempt_state(attempt), error=exc.message,
-                     status=exc.status)
+        state = claims.attempt_state(attempt)
+        # an open attempt keeps the failure's status (e.g. 429); otherwise the page's own status, as on GET
+        return _page(token, attempt, state, error=exc.message,
+                     status=exc.status if state == "open" else STATUS.get(state, exc.status))
     resp = _page(token, attempt, "open", code=answer)
     return resp[0], resp[1], {"Cache-Control": "no-store"}
