@@ -105,3 +105,15 @@ def test_concurrent_claim_requests_leave_one_open_attempt(app, live_server, agen
     with app.app_context():
         open_ = db.session.execute(db.select(ClaimAttempt).where(ClaimAttempt.status == "initiated")).scalars().all()
         assert len(open_) == 1
+
+
+def test_concurrent_touches_of_an_overdue_registration_record_one_expiry(app, live_server, agent, clock):
+    base = live_server.url
+    reg = agent.register_anonymous()
+    clock.advance(hours=24, seconds=1)
+    auth = {"Authorization": "Bearer " + reg["credential"]}
+    results = together(6, lambda i: requests.get(base + "/api/resource", headers=auth, timeout=30) if i % 2 else
+                       _post(base, "/agent/auth/claim", {"claim_token": reg["claim_token"], "email": "t@example.com"}))
+    assert all(isinstance(r, requests.Response) for r in results), results
+    assert sorted(r.status_code for r in results) == [401, 401, 401, 410, 410, 410], [r.text for r in results]
+    assert len(audit_rows(app, "registration.expired")) == 1
