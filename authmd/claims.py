@@ -108,6 +108,14 @@ def request_claim(claim_token: str, email: str, *, ip=None, user_agent=None) -> 
     if (current is not None and current.email == email and current.delivered
             and current.link_expires_at > now):
         return _attempt_answer(current)  # idempotent repeat: same attempt, no second email
+    limit = int(settings.get("claim_max_attempts_per_hour"))
+    recent = db.session.execute(db.select(db.func.count()).select_from(ClaimAttempt).where(
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.created_at > now - timedelta(hours=1))).scalar()
+    if recent >= limit:
+        # per registration, counted in the database: one agent cannot mail-bomb addresses from many IPs
+        raise ProtocolError(429, "rate_limited",
+                            f"At most {limit} claim emails an hour for one registration; retry later.",
+                            {"Retry-After": "3600"})
     attempt = start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)
     return _attempt_answer(attempt)
 

@@ -314,3 +314,17 @@ def test_buttons_on_a_finished_claim_answer_like_the_page(agent, person, started
     for action in ("reveal", "deny"):
         r = person.t.post("/agent/auth/claim/view", data={**form, "action": action})
         assert r.status_code == 200 and "Already claimed" in r.text and 'id="otp"' not in r.text
+
+
+def test_claim_emails_are_limited_per_registration(app, agent, smtp, clock):
+    reg = agent.register_anonymous()
+    for i in range(10):
+        assert agent.claim(reg["claim_token"], f"n{i}@example.com").status_code == 200
+    before = count_rows(app)
+    r = agent.claim(reg["claim_token"], "n10@example.com")
+    assert r.status_code == 429 and r.json()["error"] == "rate_limited" and int(r.headers["Retry-After"]) > 0
+    assert count_rows(app) == before and len(smtp.messages) == 10
+    # the idempotent repeat of the newest one is not a new email and still answers
+    assert agent.claim(reg["claim_token"], "n9@example.com").status_code == 200
+    clock.advance(hours=1, seconds=1)
+    assert agent.claim(reg["claim_token"], "n10@example.com").status_code == 200
