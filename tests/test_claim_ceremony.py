@@ -118,6 +118,7 @@ def test_claim_page_statuses(agent, person, smtp, started):
     assert person.open("/agent/auth/claim/view?token=").status_code == 400
     unknown = person.open("/agent/auth/claim/view?token=cvt_unknown")
     assert unknown.status_code == 404 and "text/html" in unknown.headers["Content-Type"]
+    assert unknown.headers["Cache-Control"] == "no-store" and unknown.headers["Referrer-Policy"] == "no-referrer"
     page = person.open(link)
     assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
     assert page.headers["Cache-Control"] == "no-store"

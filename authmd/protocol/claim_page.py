@@ -20,16 +20,18 @@ def _page(token, attempt, state, code=None, error=None, status=None):
     ), status or STATUS.get(state, 200)
 
 
+PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}  # the URL carries the link token
+
+
 @bp.get("/agent/auth/claim/view")
 def view():
     token = request.args.get("token", "")
     if not token:
-        return _page(token, None, "missing", status=400)
+        return (*_page(token, None, "missing", status=400), PRIVATE)
     attempt = claims.attempt_by_link_token(token)
     if attempt is None:
-        return _page(token, None, "unknown", status=404)
-    resp = _page(token, attempt, claims.attempt_state(attempt))
-    return resp[0], resp[1], {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        return (*_page(token, None, "unknown", status=404), PRIVATE)
+    return (*_page(token, attempt, claims.attempt_state(attempt)), PRIVATE)
 
 
 @bp.post("/agent/auth/claim/view")
