@@ -105,6 +105,12 @@ def _sqlite_pragmas(app):
 
 
 def _logging(app):
+    from authmd.util import RedactTokens
+    # Werkzeug's request log (flask run, tests) prints the query string, and claim links carry a token in it
+    for name in ("werkzeug", "authmd"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
     level = logging.DEBUG if app.debug else logging.INFO
     root = logging.getLogger("authmd")
     root.setLevel(level)

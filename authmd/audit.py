@@ -5,7 +5,7 @@ from flask import has_request_context, request
 
 from .extensions import db
 from .models import AuditEvent
-from .util import utcnow
+from .util import printable, utcnow
 
 SECRET_WORDS = ("credential", "token", "otp", "code", "password", "secret", "assertion")
 
@@ -19,10 +19,10 @@ def record(event: str, actor_kind: str = "system", *, actor_id=None, registratio
             raise ValueError(f"audit data key {key!r} looks like a secret")
     if has_request_context():
         ip = ip or request.remote_addr
-        user_agent = user_agent or (request.user_agent.string or None)
+        user_agent = user_agent or request.user_agent.string
     row = AuditEvent(created_at=utcnow(), event=event, actor_kind=actor_kind,
                      actor_id=str(actor_id) if actor_id is not None else None,
-                     ip=ip, user_agent=(user_agent or None) and user_agent[:300],
+                     ip=ip, user_agent=printable(user_agent),
                      registration_id=registration_id, user_id=user_id, iss=iss, sub=sub,
                      agent_platform=agent_platform, agent_context_id=agent_context_id,
                      data=json.dumps(data, sort_keys=True, default=str) if data else None)

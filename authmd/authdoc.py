@@ -1,5 +1,6 @@
 """auth.md room: discovery metadata from live settings, and /auth.md rendered from the edited template."""
 import hashlib
+import json
 import os
 
 from flask import current_app
@@ -41,6 +42,11 @@ ERRORS = [
     ("otp_expired", 410, "POST /agent/auth/claim/complete", "Ask the user to reveal a fresh code."),
     ("otp_invalid", 401, "POST /agent/auth/claim/complete", "Ask the user to read the code again."),
     ("rate_limited", 429, "any endpoint", "Wait Retry-After seconds."),
+    ("unsupported_media_type", 415, "any POST endpoint", "Send the body as Content-Type: application/json."),
+    ("request_too_large", 413, "any POST endpoint", "Bodies are limited to 64 KiB."),
+    ("not_found", 404, "any path", "Check the URL against the metadata; nothing is at this path."),
+    ("method_not_allowed", 405, "any path", "Use the method named in the Allow header."),
+    ("server_error", 500, "any endpoint", "Our fault: retry after Retry-After seconds."),
     ("unauthorized", 401, "protected API", "Send Authorization: Bearer <credential>."),
     ("invalid_token", 401, "protected API", "The credential is unknown, revoked or expired; register again."),
     ("insufficient_scope", 403, "protected API", "The credential lacks the scope named in WWW-Authenticate; claim it or ask for more."),
@@ -137,6 +143,8 @@ def context() -> dict:
         "otp_ttl_minutes": int(s["otp_ttl"]) // 60,
         "access_token_ttl_minutes": int(s["access_token_ttl"]) // 60,
         "id_jag_type": ID_JAG, "revoked_event": REVOKED_EVENT,
+        # the live agent_auth block, so the document shows exactly what the metadata says
+        "agent_auth_json": json.dumps(authorization_server_metadata()["agent_auth"], indent=2),
     }
 
 

@@ -22,9 +22,17 @@ def _otp_digest(otp: str) -> str:
     return hmac.new(key, otp.encode(), hashlib.sha256).hexdigest()
 
 
-def registration_by_claim_token(claim_token: str) -> Registration:
-    reg = db.session.execute(
-        db.select(Registration).where(Registration.claim_token_digest == digest(claim_token))).scalar()
+def registration_by_claim_token(claim_token: str, lock: bool = False) -> Registration:
+    """lock=True makes concurrent calls on one registration (/claim, /claim/complete) run one at a time and read
+    what the previous one committed: a row lock on PostgreSQL; on SQLite, which has no row locks, a no-op write
+    that takes the database write lock before anything is read."""
+    query = db.select(Registration).where(Registration.claim_token_digest == digest(claim_token))
+    if lock:
+        if db.session.get_bind().dialect.name == "sqlite":
+            db.session.execute(update(Registration).where(Registration.claim_token_digest == digest(claim_token))
+                               .values(status=Registration.status).execution_options(synchronize_session=False))
+        query = query.with_for_update()
+    reg = db.session.execute(query).scalar()
     if reg is None:
         raise ProtocolError(401, "invalid_claim_token", "The claim token is not known.")
     return reg
@@ -86,7 +94,7 @@ def _check_claimable(reg: Registration, now) -> None:
 
 def request_claim(claim_token: str, email: str, *, ip=None, user_agent=None) -> dict:
     now = utcnow()
-    reg = registration_by_claim_token(claim_token)
+    reg = registration_by_claim_token(claim_token, lock=True)
     _check_claimable(reg, now)
     denied = db.session.execute(db.select(ClaimAttempt.id).where(
         ClaimAttempt.registration_id == reg.id, ClaimAttempt.email == email,
@@ -100,6 +108,14 @@ def request_claim(claim_token: str, email: str, *, ip=None, user_agent=None) -> 
     if (current is not None and current.email == email and current.delivered
             and current.link_expires_at > now):
         return _attempt_answer(current)  # idempotent repeat: same attempt, no second email
+    limit = int(settings.get("claim_max_attempts_per_hour"))
+    recent = db.session.execute(db.select(db.func.count()).select_from(ClaimAttempt).where(
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.created_at > now - timedelta(hours=1))).scalar()
+    if recent >= limit:
+        # per registration, counted in the database: one agent cannot mail-bomb addresses from many IPs
+        raise ProtocolError(429, "rate_limited",
+                            f"At most {limit} claim emails an hour for one registration; retry later.",
+                            {"Retry-After": "3600"})
     attempt = start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)
     return _attempt_answer(attempt)
 
@@ -237,7 +253,7 @@ def _deny(attempt: ClaimAttempt, *, actor_kind="user", actor_id=None) -> ClaimAt
 
 def complete(claim_token: str, otp: str) -> dict:
     now = utcnow()
-    reg = registration_by_claim_token(claim_token)
+    reg = registration_by_claim_token(claim_token, lock=True)
     expire_if_due(reg, now)
     if reg.status == "claimed":
         raise ProtocolError(409, "previously_claimed", "This registration has already been claimed.")

@@ -80,8 +80,11 @@ def register(app):
             raise click.ClickException(f"no scope named {name}")
         in_use = db.session.execute(db.select(Credential.id).where(
             Credential.revoked_at.is_(None),
-            db.or_(Credential.scopes == name, Credential.scopes.like(f"{name} %"),
-                   Credential.scopes.like(f"% {name}"), Credential.scopes.like(f"% {name} %"))).limit(1)).first()
+            db.or_(Credential.expires_at.is_(None), Credential.expires_at > utcnow()),
+            # autoescape: "_" in a scope name must not act as a LIKE wildcard
+            db.or_(Credential.scopes == name, Credential.scopes.startswith(name + " ", autoescape=True),
+                   Credential.scopes.endswith(" " + name, autoescape=True),
+                   Credential.scopes.contains(" " + name + " ", autoescape=True))).limit(1)).first()
         if in_use:
             row.enabled = False
             audit.record("scope.disabled", "admin", actor_id="cli", scope=name)

@@ -19,6 +19,7 @@ DEFAULTS = {
     "otp_max_per_attempt": 5,
     "otp_max_failures_per_attempt": 5,
     "otp_max_failures_per_registration": 20,
+    "claim_max_attempts_per_hour": 10,  # per registration: new claim emails (spec §6), across every worker
     "existing_users_only": False,
 }
 

@@ -1,4 +1,6 @@
 """Shared helpers room: the injectable clock, time formatting, the domain error."""
+import logging
+import re
 from datetime import datetime, timezone
 
 from flask import current_app, has_app_context
@@ -11,6 +13,17 @@ def utcnow() -> datetime:
         if clock is not None:
             return clock()
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(value, limit: int = 300):
+    """A client-supplied header (User-Agent) fit to store, mail and show: no control characters (PostgreSQL
+    refuses NUL; a newline would forge lines in a text mail), at most limit characters; None when empty."""
+    if not value:
+        return None
+    return _CONTROL.sub("", str(value))[:limit] or None
 
 
 def iso(dt):
@@ -28,3 +41,19 @@ class ProtocolError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+class RedactTokens(logging.Filter):
+    """Blank token-bearing query parameters in log lines (the dev server logs claim links with their token)."""
+
+    PATTERN = re.compile(r"((?:token|claim_token|claim_attempt_token|access_token|otp)=)[^&\s\"'\x1b]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed record is the logging module's problem, not ours
+            return True
+        redacted = self.PATTERN.sub(r"\1[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True

@@ -71,12 +71,17 @@ def _wipe(app):
     from authmd import scopes
     with app.app_context():
         tables = list(reversed(db.metadata.sorted_tables))
+        # DELETE, not TRUNCATE: on a handful of rows it is ~5x faster on PostgreSQL (TRUNCATE takes
+        # exclusive locks and rewrites files); the id sequences are reset so ids start at 1 as on SQLite
+        for t in tables:
+            db.session.execute(t.delete())
         if _is_postgres(app.config["DATABASE_URL"]):
-            names = ", ".join(t.name for t in tables)
-            db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for t in tables:
-                db.session.execute(t.delete())
+            from sqlalchemy import Integer
+            serial = [t.name for t in tables if "id" in t.c and isinstance(t.c.id.type, Integer)
+                      and t.c.id.primary_key]
+            db.session.execute(text(
+                "SELECT setval(s, 1, false) FROM (SELECT pg_get_serial_sequence(n, 'id') AS s "
+                "FROM unnest(CAST(:names AS text[])) AS n) q WHERE s IS NOT NULL"), {"names": serial})
         scopes.seed()
         db.session.commit()
 
@@ -132,7 +137,7 @@ def live_server(app):
     """The app on a real loopback port, served by Werkzeug in a thread."""
     from werkzeug.serving import make_server
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
 
     class Live:

@@ -4,7 +4,7 @@ from flask import Blueprint, jsonify, request
 from .. import claims, registration
 from ..extensions import db, limiter
 from ..users import normalize_email
-from ..util import ProtocolError
+from ..util import ProtocolError, printable
 from .errors import json_body
 
 bp = Blueprint("agent_auth", __name__)
@@ -21,7 +21,7 @@ def _no_store(payload: dict):
 
 
 def _ua() -> str | None:
-    return request.user_agent.string or None
+    return printable(request.user_agent.string)
 
 
 def _registration_kind() -> str:

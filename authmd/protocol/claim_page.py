@@ -3,7 +3,7 @@ from flask import Blueprint, render_template, request
 
 from .. import claims, settings
 from ..extensions import db
-from ..util import ProtocolError, iso
+from ..util import ProtocolError, iso, printable
 
 bp = Blueprint("claim_page", __name__)
 
@@ -20,16 +20,18 @@ def _page(token, attempt, state, code=None, error=None, status=None):
     ), status or STATUS.get(state, 200)
 
 
+PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}  # the URL carries the link token
+
+
 @bp.get("/agent/auth/claim/view")
 def view():
     token = request.args.get("token", "")
     if not token:
-        return _page(token, None, "missing", status=400)
+        return (*_page(token, None, "missing", status=400), PRIVATE)
     attempt = claims.attempt_by_link_token(token)
     if attempt is None:
-        return _page(token, None, "unknown", status=404)
-    resp = _page(token, attempt, claims.attempt_state(attempt))
-    return resp[0], resp[1], {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+        return (*_page(token, None, "unknown", status=404), PRIVATE)
+    return (*_page(token, attempt, claims.attempt_state(attempt)), PRIVATE)
 
 
 @bp.post("/agent/auth/claim/view")
@@ -45,12 +47,14 @@ def act():
             claims.deny(token)
             db.session.commit()
             return _page(token, attempt, "denied")
-        answer = claims.mint_code(token, ip=request.remote_addr, user_agent=request.user_agent.string)
+        answer = claims.mint_code(token, ip=request.remote_addr, user_agent=printable(request.user_agent.string))
         db.session.commit()
     except ProtocolError as exc:
         db.session.rollback()
         attempt = claims.attempt_by_link_token(token)
-        return _page(token, attempt, claims.attempt_state(attempt), error=exc.message,
-                     status=exc.status)
+        state = claims.attempt_state(attempt)
+        # an open attempt keeps the failure's status (e.g. 429); otherwise the page's own status, as on GET
+        return _page(token, attempt, state, error=exc.message,
+                     status=exc.status if state == "open" else STATUS.get(state, exc.status))
     resp = _page(token, attempt, "open", code=answer)
     return resp[0], resp[1], {"Cache-Control": "no-store"}

@@ -80,6 +80,10 @@ def json_body(fields: dict) -> dict:
 
     fields: {name: (max_length, required)}. Unknown extra fields are ignored (forward compatible).
     """
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit and (request.content_length or 0) > limit:
+        # the size is known before the type: a huge body is 413 whatever it claims to be (spec §6)
+        raise ProtocolError(413, "request_too_large", "The request body is larger than 64 KiB.")
     ctype = request.mimetype
     if ctype != "application/json":
         raise ProtocolError(415, "unsupported_media_type", "Send the body as Content-Type: application/json.")

@@ -26,7 +26,8 @@ def authorization_server():
 def auth_md():
     text = authdoc.render()
     tag = authdoc.etag(text)
-    if request.if_none_match.contains(tag):
+    # If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/"tag" and * match too
+    if request.if_none_match.contains_weak(tag):
         resp = Response(status=304)
     else:
         resp = Response(text, mimetype="text/markdown")

@@ -1,0 +1,142 @@
+"""Using a credential (spec §1.1, §5): the RFC 6750 / RFC 9728 challenges and the demo resource."""
+from datetime import datetime
+
+import pytest
+
+from authmd import credentials
+from authmd.extensions import db
+from authmd.models import Credential, Registration, User
+from tests.fixtures.flows import ANON
+
+PRM = 'resource_metadata="http://localhost:8000/.well-known/oauth-protected-resource"'
+
+
+def register(client):
+    return client.post("/agent/auth", json=ANON).get_json()
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": ""}, {"Authorization": "Bearer"},
+                                     {"Authorization": "Bearer   "}, {"Authorization": "Basic dXNlcjpwdw=="}])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_missing_credential_is_401_with_the_bare_challenge(client, headers, method):
+    r = client.open("/api/resource", method=method, headers=headers)
+    assert r.status_code == 401 and r.mimetype == "application/json"
+    assert r.headers["WWW-Authenticate"] == "Bearer " + PRM
+    assert "error=" not in r.headers["WWW-Authenticate"]
+    assert r.get_json()["error"] == "unauthorized" and r.get_json()["message"]
+
+
+@pytest.mark.parametrize("token", ["sk_unknown", "at_" + "x" * 43, "x" * 500, "clm_abc"])
+def test_bad_credential_is_401_invalid_token(client, token):
+    r = client.get("/api/resource", headers={"Authorization": "Bearer " + token})
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"] == 'Bearer error="invalid_token", ' + PRM
+    assert r.get_json()["error"] == "invalid_token"
+
+
+def test_the_claim_token_is_not_a_credential(client):
+    reg = register(client)
+    r = client.get("/api/resource", headers={"Authorization": "Bearer " + reg["claim_token"]})
+    assert r.status_code == 401 and r.get_json()["error"] == "invalid_token"
+
+
+def test_credentials_go_in_the_header_only(client):
+    reg = register(client)
+    r = client.get("/api/resource?access_token=" + reg["credential"])
+    assert r.status_code == 401
+    r = client.post("/api/resource", data={"access_token": reg["credential"]})
+    assert r.status_code == 401
+
+
+def test_lower_case_bearer_scheme_is_accepted(client):
+    reg = register(client)
+    assert client.get("/api/resource", headers={"Authorization": "bearer " + reg["credential"]}).status_code == 200
+
+
+def test_missing_scope_is_403_insufficient_scope(client):
+    reg = register(client)
+    r = client.post("/api/resource", headers={"Authorization": "Bearer " + reg["credential"]})
+    assert r.status_code == 403
+    assert r.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope", scope="api.write", ' + PRM
+    assert r.get_json()["error"] == "insufficient_scope"
+
+
+def test_get_answers_the_identity_in_the_spec_shape(app, client):
+    reg = register(client)
+    r = client.get("/api/resource", headers={"Authorization": "Bearer " + reg["credential"]})
+    body = r.get_json()
+    assert set(body) == {"message", "user", "credential"}
+    assert set(body["credential"]) == {"type", "scope", "source", "iss", "sub", "aud", "registration_id"}
+
+
+def test_a_revoked_credential_stops_at_once(app, client):
+    reg = register(client)
+    auth = {"Authorization": "Bearer " + reg["credential"]}
+    assert client.get("/api/resource", headers=auth).status_code == 200
+    with app.app_context():
+        assert credentials.revoke_where(Credential.registration_id == reg["registration_id"]) == 1
+        db.session.commit()
+    r = client.get("/api/resource", headers=auth)
+    assert r.status_code == 401 and r.get_json()["error"] == "invalid_token"
+
+
+def test_a_disabled_user_stops_their_credentials(app, client):
+    reg = register(client)
+    with app.app_context():
+        user = User(email="off@example.com", email_verified=True, created_at=datetime(2026, 1, 1))
+        db.session.add(user)
+        db.session.flush()
+        db.session.execute(db.update(Credential).values(user_id=user.id))
+        db.session.commit()
+    auth = {"Authorization": "Bearer " + reg["credential"]}
+    assert client.get("/api/resource", headers=auth).status_code == 200
+    with app.app_context():
+        db.session.execute(db.update(User).values(is_active=False))
+        db.session.commit()
+    assert client.get("/api/resource", headers=auth).status_code == 401
+
+
+def test_a_revoked_registration_stops_its_credentials(app, client):
+    reg = register(client)
+    with app.app_context():
+        db.session.execute(db.update(Registration).values(status="revoked"))
+        db.session.commit()
+    assert client.get("/api/resource", headers={"Authorization": "Bearer " + reg["credential"]}).status_code == 401
+
+
+def test_last_used_is_written_at_most_once_a_minute(app, client, clock):
+    reg = register(client)
+    auth = {"Authorization": "Bearer " + reg["credential"]}
+    clock.frozen = datetime(2026, 5, 20, 12, 0, 0)
+    client.get("/api/resource", headers=auth)
+    clock.advance(seconds=30)
+    client.get("/api/resource", headers=auth)
+    with app.app_context():
+        assert db.session.execute(db.select(Credential.last_used_at)).scalar() == datetime(2026, 5, 20, 12)
+    clock.advance(seconds=31)
+    client.get("/api/resource", headers=auth)
+    with app.app_context():
+        assert db.session.execute(db.select(Credential.last_used_at)).scalar() == datetime(2026, 5, 20, 12, 1, 1)
+
+
+def test_the_credential_check_is_one_query(app, client):
+    """The hot path: one indexed lookup by digest (plus at most one last_used write a minute)."""
+    from sqlalchemy import event
+    reg = register(client)
+    auth = {"Authorization": "Bearer " + reg["credential"]}
+    client.get("/api/resource", headers=auth)  # the last_used write happens here
+    statements = []
+    with app.app_context():
+        engine = db.engine
+
+        def count(conn, cursor, statement, *args):
+            statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            assert client.get("/api/resource", headers=auth).status_code == 200
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 1 and "credentials.digest" in selects[0], statements
+    assert not [s for s in statements if s.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))]

@@ -1,0 +1,181 @@
+"""Bad input (spec §2, §6): every agent endpoint answers JSON {"error","message"} with the right 4xx, never HTML
+or a traceback, and writes nothing."""
+import json
+
+import pytest
+
+from tests.conftest import count_rows
+
+ENDPOINTS = ["/agent/auth", "/agent/auth/claim", "/agent/auth/claim/attempt/challenge",
+             "/agent/auth/claim/complete"]
+
+
+@pytest.fixture
+def before(app):
+    return count_rows(app)
+
+
+def check(app, before, r, status, error=None):
+    assert r.status_code == status, (r.status_code, r.get_data(as_text=True)[:300])
+    assert r.mimetype == "application/json"
+    body = r.get_json()
+    assert set(body) == {"error", "message"} and isinstance(body["message"], str) and body["message"]
+    if error:
+        assert body["error"] == error
+    text = r.get_data(as_text=True)
+    assert "Traceback" not in text and "<html" not in text.lower()
+    assert count_rows(app) == before
+    return body
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("raw", [b"", b"{", b"not json", b"\xff\xfe\x00", b'{"type": "anonymous",}', b"null"])
+def test_non_json_is_invalid_request(app, client, before, path, raw):
+    r = client.post(path, data=raw, content_type="application/json")
+    check(app, before, r, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("ctype", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                   "application/jsonx", "text/json"])
+def test_wrong_content_type_is_415(app, client, before, path, ctype):
+    kw = {"data": json.dumps({"type": "anonymous", "requested_credential_type": "api_key"})}
+    if ctype:
+        kw["content_type"] = ctype
+    check(app, before, client.post(path, **kw), 415, "unsupported_media_type")
+
+
+def test_json_with_charset_is_fine(client):
+    r = client.post("/agent/auth", data=json.dumps({"type": "anonymous", "requested_credential_type": "api_key"}),
+                    content_type="application/json; charset=utf-8")
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("value", [[], [{"type": "anonymous"}], "anonymous", 42, True, 1.5])
+def test_non_object_json_is_invalid_request(app, client, before, path, value):
+    check(app, before, client.post(path, json=value), 400, "invalid_request")
+
+
+REGISTRATION_BAD = [
+    {},
+    {"requested_credential_type": "api_key"},
+    {"type": None},
+    {"type": 1},
+    {"type": ["anonymous"]},
+    {"type": {"x": 1}},
+    {"type": ""},
+    {"type": "x" * 41},
+    {"type": "Anonymous"},
+    {"type": "password"},
+    {"type": "anonymous", "requested_credential_type": 7},
+    {"type": "anonymous", "requested_credential_type": ""},
+    {"type": "identity_assertion"},
+    {"type": "identity_assertion", "assertion_type": "verified_email"},
+    {"type": "identity_assertion", "assertion": "a@example.com"},
+    {"type": "identity_assertion", "assertion_type": "saml", "assertion": "a@example.com"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "not-an-email"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "a@"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "@example.com"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "a b@example.com"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "a@example..com"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "a\x00b@example.com"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "a\ud800@example.com"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "a\n@example.com"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "x" * 310 + "@example.com"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": ["a@example.com"]},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "a@example.com",
+     "requested_credential_type": {"t": 1}},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "a" * 20000},
+]
+
+
+@pytest.mark.parametrize("body", REGISTRATION_BAD)
+def test_bad_registration_bodies_are_invalid_request(app, client, before, body):
+    check(app, before, client.post("/agent/auth", json=body), 400, "invalid_request")
+
+
+@pytest.mark.parametrize("body", [
+    {"type": "anonymous", "requested_credential_type": "access_token"},
+    {"type": "anonymous", "requested_credential_type": "refresh_token"},
+    {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "a@example.com",
+     "requested_credential_type": "id_token"},
+])
+def test_unsupported_credential_type(app, client, before, body):
+    check(app, before, client.post("/agent/auth", json=body), 400, "unsupported_credential_type")
+
+
+def test_id_jag_without_the_trust_module_or_issuer_is_issuer_not_enabled(app, client, before):
+    body = {"type": "identity_assertion", "assertion_type": "urn:ietf:params:oauth:token-type:id-jag",
+            "assertion": "a.b.c", "requested_credential_type": "access_token"}
+    r = client.post("/agent/auth", json=body)
+    assert r.status_code == 400 and r.get_json()["error"] in ("issuer_not_enabled", "invalid_request")
+    assert count_rows(app) == before
+
+
+def test_extra_fields_are_ignored(client):
+    r = client.post("/agent/auth", json={"type": "anonymous", "requested_credential_type": "api_key",
+                                         "future_field": {"x": [1, 2]}})
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_bodies_over_64_kib_are_413(app, client, before, path):
+    big = json.dumps({"type": "anonymous", "requested_credential_type": "api_key", "pad": "x" * (64 * 1024)})
+    check(app, before, client.post(path, data=big, content_type="application/json"), 413, "request_too_large")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_big_bodies_with_the_wrong_type_are_still_refused(app, client, before, path):
+    r = client.post(path, data="x" * (65 * 1024), content_type="text/plain")
+    check(app, before, r, 413, "request_too_large")
+
+
+@pytest.mark.parametrize("path", ["/agent/nope", "/agent/auth/claim/nope", "/api/nope", "/api/",
+                                  "/.well-known/nope", "/.well-known/openid-configuration", "/agent/auth/"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_unknown_paths_are_json_404(app, client, before, path, method):
+    check(app, before, client.open(path, method=method, json={}), 404, "not_found")
+
+
+@pytest.mark.parametrize("path,method", [(p, m) for p in ENDPOINTS for m in ("GET", "PUT", "DELETE", "PATCH")] + [
+    ("/api/resource", "DELETE"), ("/api/resource", "PUT"), ("/.well-known/oauth-protected-resource", "POST"),
+    ("/.well-known/oauth-authorization-server", "DELETE")])
+def test_wrong_methods_are_json_405(app, client, before, path, method):
+    r = client.open(path, method=method)
+    check(app, before, r, 405, "method_not_allowed")
+    assert "POST" in r.headers["Allow"] or "GET" in r.headers["Allow"]
+
+
+def test_the_claim_page_answers_html_not_json(client):
+    r = client.put("/agent/auth/claim/view")
+    assert r.status_code == 405 and r.mimetype == "text/html"
+
+
+def test_an_unexpected_error_is_json_500_without_a_traceback(make_app):
+    app = make_app(PROPAGATE_EXCEPTIONS=False)
+
+    @app.get("/api/boom")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    r = app.test_client().get("/api/boom")
+    assert r.status_code == 500 and r.mimetype == "application/json"
+    assert r.get_json()["error"] == "server_error" and "secret internals" not in r.get_data(as_text=True)
+    assert int(r.headers["Retry-After"]) > 0
+
+
+def test_control_characters_in_the_user_agent_are_dropped(app, client):
+    """A NUL would make PostgreSQL refuse the row (500); a newline would forge lines in the text mail."""
+    from tests.fixtures.flows import audit_rows
+    ua = {"HTTP_USER_AGENT": "Agent\x00/1\r\nInjected: line\x7f" + "x" * 400}
+    r = client.post("/agent/auth", json={"type": "anonymous", "requested_credential_type": "api_key"},
+                    environ_base=ua)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    reg = r.get_json()
+    r = client.post("/agent/auth/claim", json={"claim_token": reg["claim_token"], "email": "ua@example.com"},
+                    environ_base=ua)
+    assert r.status_code == 200
+    rows = audit_rows(app)
+    assert rows and all(e["user_agent"].startswith("Agent/1Injected: line") for e in rows)
+    assert all(len(e["user_agent"]) <= 300 for e in rows)
