@@ -38,7 +38,7 @@ def test_an_api_call_past_the_deadline_expires_lazily(app, client, clock):
     events = audit_rows(app, "registration.expired")
     assert len(events) == 1
     assert events[0]["registration_id"] == reg["registration_id"] and events[0]["actor_kind"] == "system"
-    assert events[0]["data"]["revoked"] == 1
+    assert events[0]["data"]["revoked_count"] == 1
 
 
 def test_claim_past_the_deadline_is_410_and_expires_it(app, client, clock):
