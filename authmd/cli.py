@@ -30,6 +30,14 @@ def register(app):
         """Create or upgrade the database schema (migrations) and seed default scopes."""
         init_db()
         click.echo(f"database ready at {_safe_url(current_app.config['DATABASE_URL'])}")
+        try:
+            from .console.setup import announce
+        except ImportError:  # the console room is optional
+            return
+        # the one-time first-admin link goes to this command's stdout only, never to a logger
+        line = announce()
+        if line:
+            click.echo(line)
 
     @app.cli.command("expire")
     def expire_command():

@@ -4,13 +4,13 @@ from flask_login import current_user
 
 
 def register(app):
-    from . import admin, auth, portal
+    from . import admin, auth, portal, setup
     from .. import settings
     from ..extensions import login_manager
 
     login_manager.login_view = "console_auth.login"
     login_manager.session_protection = "basic"
-    for bp in (auth.bp, admin.bp, portal.bp):
+    for bp in (auth.bp, admin.bp, portal.bp, setup.bp):
         app.register_blueprint(bp)
 
     @app.get("/")

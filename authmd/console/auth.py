@@ -135,7 +135,8 @@ def login():
             status = 401
     elif request.method == "POST":
         status = 400
-    return render_template("console/login.html", form=form,
+    from .setup import admin_exists
+    return render_template("console/login.html", form=form, no_admin=not admin_exists(),
                            service_name=settings.get("service_name")), status
 
 

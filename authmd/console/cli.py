@@ -8,13 +8,14 @@ from ..extensions import db
 from ..models import User
 from ..users import by_email, normalize_email
 from ..util import ProtocolError, utcnow
+from .forms import MIN_PASSWORD
 
-MIN_PASSWORD = 10
 
-
-def create_admin(email: str, password: str) -> User:
+def create_admin(email: str, password: str, *, actor_kind: str = "admin", actor_id: str = "cli",
+                 event: str | None = None) -> User:
     """Create the admin, or promote an existing user and set the password. Caller commits."""
     from .auth import hash_password
+    from .setup import discard
     user = by_email(email)
     created = user is None
     if created:
@@ -23,7 +24,9 @@ def create_admin(email: str, password: str) -> User:
     user.is_admin, user.is_active = True, True
     user.password_hash = hash_password(password)
     db.session.flush()
-    audit.record("admin.created" if created else "admin.password_set", "admin", actor_id="cli", user_id=user.id)
+    discard()  # an admin exists now: a pending first-run setup link must never work
+    audit.record(event or ("admin.created" if created else "admin.password_set"), actor_kind,
+                 actor_id=actor_id, user_id=user.id, **({} if created else {"existing_user": True}))
     return user
 
 

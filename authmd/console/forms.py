@@ -5,10 +5,11 @@ from urllib.parse import urlparse
 from flask_wtf import FlaskForm
 from wtforms import (BooleanField, EmailField, IntegerField, PasswordField,
                      StringField, TextAreaField, URLField)
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, ValidationError
 
 LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
 SCOPE_RE = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
+MIN_PASSWORD = 10  # admins' passwords, from the setup page and from `flask create-admin`
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
 
 
@@ -40,6 +41,24 @@ class LoginForm(FlaskForm):
                        render_kw={"autocomplete": "username"})
     password = PasswordField("Password", validators=[DataRequired("Enter your password."), Length(max=1000)],
                              render_kw={"autocomplete": "current-password"})
+
+
+class SetupForm(FlaskForm):
+    """The first admin, created from the one-time setup link (same password rule as `flask create-admin`)."""
+    email = EmailField("Email", validators=[DataRequired("Enter your email."), _email],
+                       render_kw={"autocomplete": "username"})
+    password = PasswordField("Password", validators=[
+        DataRequired("Choose a password."),
+        Length(min=MIN_PASSWORD, max=1000, message=f"Use between {MIN_PASSWORD} and 1000 characters.")],
+        description=f"At least {MIN_PASSWORD} characters; a few unrelated words make a strong one.",
+        render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField("Repeat the password", validators=[
+        DataRequired("Type the password again."), EqualTo("password", "The two passwords differ.")],
+        render_kw={"autocomplete": "new-password"})
+
+    def validate_password(self, field):
+        if self.email.data and field.data and field.data.strip().lower() == str(self.email.data).lower():
+            raise ValidationError("The password cannot be your email address.")
 
 
 class PortalLoginForm(FlaskForm):

@@ -123,3 +123,30 @@ def test_live_preview_updates_as_the_admin_types(live_server, admin_user, page):
     page.get_by_label("auth.md template").fill("## Typed live for {{ service_name }}")
     page.locator("#preview h2").get_by_text("Typed live for authmd").wait_for()
     assert csp_errors == []
+
+
+def test_first_admin_is_created_from_the_link_init_db_prints(live_server, runner, page):
+    base = live_server.url
+    page.goto(base + "/console/login")
+    assert "No admin yet" in page.locator("main").inner_text()
+
+    printed = runner.invoke(args=["init-db"]).output
+    link = re.search(r"open (http://localhost:8000/console/setup\?token=\S+) to create one", printed).group(1)
+    page.goto(link.replace("http://localhost:8000", base))
+    page.get_by_label("Email").fill("first@example.com")
+    page.get_by_label("Password", exact=True).fill("four random words here")
+    page.get_by_label("Repeat the password").fill("four random words HERE")
+    page.get_by_role("button", name="Create admin").click()
+    assert "The two passwords differ." in page.locator("#confirm-error").inner_text()
+    page.get_by_label("Password", exact=True).fill("four random words here")
+    page.get_by_label("Repeat the password").fill("four random words here")
+    page.get_by_role("button", name="Create admin").click()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    assert "first@example.com is the first admin" in page.content()
+
+    page.get_by_role("button", name="Sign out first@example.com").click()
+    page.get_by_label("Email").fill("first@example.com")
+    page.get_by_label("Password").fill("four random words here")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Dashboard").wait_for()
+    assert requests.get(link.replace("http://localhost:8000", base)).status_code == 404
