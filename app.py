@@ -4,7 +4,7 @@ import logging
 from flask import Flask
 
 from authmd import config
-from authmd.extensions import csrf, db, limiter, login_manager, migrate
+from authmd.extensions import csrf, db, login_manager, migrate
 
 
 def create_app(test_config=None) -> Flask:
@@ -13,6 +13,8 @@ def create_app(test_config=None) -> Flask:
     config.load(app, test_config)
     _logging(app)
 
+    # X-Forwarded-For is believed only for as many proxy hops as the admin declares; never by default,
+    # or any client could pick its own IP and walk around the per-IP limits.
     if int(app.config.get("TRUSTED_PROXIES") or 0) > 0:
         from werkzeug.middleware.proxy_fix import ProxyFix
         n = int(app.config["TRUSTED_PROXIES"])
@@ -24,7 +26,8 @@ def create_app(test_config=None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     _user_loader()
-    limiter.init_app(app)
+    from authmd import ratelimit
+    ratelimit.init_app(app)
     if app.config["DATABASE_URL"].startswith("sqlite"):
         _sqlite_pragmas(app)
 
