@@ -1,6 +1,4 @@
 """Application factory: config, extensions, blueprints, error handlers, CLI."""
-import logging
-
 from flask import Flask
 
 from authmd import config
@@ -108,15 +106,5 @@ def _sqlite_pragmas(app):
 
 
 def _logging(app):
-    level = logging.DEBUG if app.debug else logging.INFO
-    root = logging.getLogger("authmd")
-    root.setLevel(level)
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        if str(app.config.get("LOG_FORMAT", "text")).lower() == "json":
-            from authmd.logs import JsonFormatter
-            handler.setFormatter(JsonFormatter())
-        else:
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.propagate = False
+    from authmd import logs
+    logs.configure(app)
