@@ -52,7 +52,7 @@ def configure(app) -> None:
             ours = [handler]
         for handler in ours:
             handler.setFormatter(formatter(json_format))
-            handler.setStream(sys.stderr)  # today's stderr (pytest and daemons swap it)
+            handler.stream = sys.stderr  # today's stderr (pytest and daemons swap it)
         logger.propagate = False
 
 
