@@ -35,3 +35,9 @@ loglevel = os.environ.get("AUTHMD_LOG_LEVEL", "info")
 # business (AUTHMD_TRUSTED_PROXIES)
 forwarded_allow_ips = os.environ.get("AUTHMD_FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = "authmd"
+# gunicorn's control socket defaults to one path per user: several authmd instances on one host (nodes,
+# tests, the benchmark) would fight over it. Off unless a path is given.
+_ctl = os.environ.get("AUTHMD_CONTROL_SOCKET")
+control_socket_disable = not _ctl
+if _ctl:
+    control_socket = _ctl

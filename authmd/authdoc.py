@@ -198,11 +198,11 @@ def authorization_server_json() -> bytes:
     return cached("as", lambda: _metadata_json(authorization_server_metadata))
 
 
-def document() -> tuple[str, str]:
-    """The served /auth.md and its ETag."""
+def document() -> tuple[bytes, str]:
+    """The served /auth.md (UTF-8 bytes) and its ETag."""
     def build():
         text = render()
-        return text, etag(text)
+        return text.encode("utf-8"), etag(text)
     return cached("authmd", build)
 
 

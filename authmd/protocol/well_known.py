@@ -27,12 +27,11 @@ def authorization_server():
 
 @bp.get("/auth.md")
 def auth_md():
-    text, tag = authdoc.document()
+    body, tag = authdoc.document()
     if request.if_none_match.contains(tag):
         resp = Response(status=304)
     else:
-        resp = Response(text, mimetype="text/markdown")
-        resp.headers["Content-Type"] = "text/markdown; charset=utf-8"
+        resp = Response(body, content_type="text/markdown; charset=utf-8")
     resp.set_etag(tag)
     resp.headers["Cache-Control"] = "public, max-age=60"
     return resp
