@@ -35,3 +35,23 @@ def test_health_under_gunicorn(gunicorn_server, schema):
     server = gunicorn_server(schema, workers=1)
     assert requests.get(server.url + "/healthz").json() == {"status": "ok"}
     assert requests.get(server.url + "/readyz").json()["database"] == "ok"
+
+
+def test_gunicorn_conf_defaults(monkeypatch):
+    import multiprocessing
+    import os
+    import runpy
+    for key in list(os.environ):
+        if key.startswith("AUTHMD_"):
+            monkeypatch.delenv(key)
+    conf = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(__file__)), "gunicorn.conf.py"))
+    assert conf["workers"] == min(multiprocessing.cpu_count() * 2 + 1, 12)
+    assert conf["timeout"] == 30 and conf["graceful_timeout"] == 20 and conf["worker_class"] == "sync"
+    assert conf["logger_class"] == "authmd.logs.GunicornLogger"
+    fmt = conf["access_log_format"]
+    assert "%(U)s" in fmt  # the path without its query string
+    assert not any(atom in fmt for atom in ("%(r)s", "%(q)s", "%(u)s", "%(f)s")) and "authorization" not in fmt.lower()
+    monkeypatch.setenv("AUTHMD_WORKERS", "3")
+    monkeypatch.setenv("AUTHMD_ACCESS_LOG", "none")
+    conf = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(__file__)), "gunicorn.conf.py"))
+    assert conf["workers"] == 3 and conf["accesslog"] is None
