@@ -59,14 +59,16 @@ class UserSnapshot(Snapshot):
 def _lookup_statement():
     tables = [Credential.__table__, Registration.__table__, User.__table__, Delegation.__table__]
     cred, reg, user, dele = tables
-    stmt = (db.select(*cred.c, *reg.c, *user.c, *dele.c)
+    # every column but the user's password hash, which an API call has no business holding
+    columns = [list(cred.c), list(reg.c), [c for c in user.c if c.key != "password_hash"], list(dele.c)]
+    stmt = (db.select(*columns[0], *columns[1], *columns[2], *columns[3])
             .select_from(cred.join(reg, reg.c.id == cred.c.registration_id)
                          .outerjoin(user, user.c.id == cred.c.user_id)
                          .outerjoin(dele, dele.c.id == cred.c.delegation_id))
             .where(cred.c.digest == bindparam("digest")))
     spans, start = [], 0
-    for table in tables:
-        names = [c.key for c in table.c]
+    for cols in columns:
+        names = [c.key for c in cols]
         spans.append((names, start, start + len(names)))
         start += len(names)
     return stmt, spans

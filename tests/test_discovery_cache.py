@@ -75,3 +75,23 @@ def test_hot_path_answer_is_unchanged(client, app):
                                   "sub": None, "aud": None, "registration_id": reg["registration_id"]}
     with app.app_context():
         assert db.session.execute(db.select(Scope.name)).scalars().all()
+
+
+def test_hot_path_refuses_disabled_users_and_expired_registrations(client, app, clock):
+    from authmd.models import Credential, Registration, User
+    first = client.post("/agent/auth", json={"type": "anonymous"}).get_json()
+    second = client.post("/agent/auth", json={"type": "anonymous"}).get_json()
+    with app.app_context():
+        user = User(email="off@example.com", is_active=False, created_at=clock())
+        db.session.add(user)
+        db.session.flush()
+        db.session.execute(db.update(Credential).where(Credential.registration_id == first["registration_id"])
+                           .values(user_id=user.id))
+        db.session.commit()
+    r = client.get("/api/resource", headers={"Authorization": "Bearer " + first["credential"]})
+    assert r.status_code == 401 and "disabled" in r.get_json()["message"]
+    clock.advance(hours=25)
+    r = client.get("/api/resource", headers={"Authorization": "Bearer " + second["credential"]})
+    assert r.status_code == 401 and "expired" in r.get_json()["message"]
+    with app.app_context():
+        assert db.session.get(Registration, second["registration_id"]).status == "expired"
