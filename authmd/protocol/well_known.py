@@ -28,10 +28,11 @@ def authorization_server():
 @bp.get("/auth.md")
 def auth_md():
     body, tag = authdoc.document()
-    if request.if_none_match.contains(tag):
+    # parse If-None-Match only when it is there (most agents send none)
+    if "If-None-Match" in request.headers and request.if_none_match.contains(tag):
         resp = Response(status=304)
     else:
         resp = Response(body, content_type="text/markdown; charset=utf-8")
-    resp.set_etag(tag)
+    resp.headers["ETag"] = f'"{tag}"'  # the tag is hex: no quoting needed
     resp.headers["Cache-Control"] = "public, max-age=60"
     return resp
