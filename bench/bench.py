@@ -262,14 +262,14 @@ def main():
     server = Server(url, args.workers, work)
     rows, notes = {}, []
     try:
-        def run(name, path, script=None, env=None):
+        def run(name, path, script=None, env=None, round_env=None):
             # GET /healthz and the endpoint alternate in short slices and each slice's ratio is taken
             # against its neighbour: drift in the machine's load (other processes) cancels out
             slice_args = argparse.Namespace(**{**vars(args), "duration": max(1, args.duration // args.rounds)})
             hs, es = [], []
-            for _ in range(args.rounds):
+            for n in range(args.rounds):
                 hs.append(wrk(server.base, "/healthz", None, slice_args))
-                es.append(wrk(server.base, path, script, slice_args, env))
+                es.append(wrk(server.base, path, script, slice_args, {**(env or {}), **(round_env(n) if round_env else {})}))
             med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
             r = {"rps": sum(e["requests"] for e in es) / (slice_args.duration * args.rounds),
                  "p50": med([e["p50"] for e in es]), "p99": med([e["p99"] for e in es]),
@@ -306,21 +306,25 @@ def main():
         run("GET /.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server")
         run("GET /auth.md", "/auth.md")
         run("POST /agent/auth anonymous", "/agent/auth", "anonymous.lua")
+        def token_files(prefix, mint):
+            # every wrk slice is a new process whose Lua counter restarts: each slice gets its own file,
+            # so no token (jti) is ever sent twice
+            per_round = 8000
+            paths = []
+            for n in range(args.rounds):
+                path = os.path.join(work, f"{prefix}-{n}.txt")
+                with open(path, "w") as fh:
+                    fh.writelines(mint(n * per_round + i) + "\n" for i in range(per_round))
+                paths.append(path)
+            return lambda n: {"BENCH_TOKENS": paths[n], "BENCH_THREADS": str(args.threads)}
+
         if have_idjag:
-            tokens = os.path.join(work, "idjag.txt")
-            need = 40000
-            with open(tokens, "w") as fh:
-                fh.writelines(provider.id_jag(n) + "\n" for n in range(need))
-            run("POST /agent/auth ID-JAG", "/agent/auth", "idjag.lua",
-                {"BENCH_TOKENS": tokens, "BENCH_THREADS": str(args.threads)})
+            run("POST /agent/auth ID-JAG", "/agent/auth", "idjag.lua", round_env=token_files("idjag", provider.id_jag))
         else:
             notes.append("POST /agent/auth ID-JAG: skipped: ID-JAG not available (authmd.idjag is absent)")
         if have_revoke:
-            tokens = os.path.join(work, "logout.txt")
-            with open(tokens, "w") as fh:
-                fh.writelines(provider.logout(f"bench-user-{n}") + "\n" for n in range(40000))
             run("POST /agent/auth/revoke", "/agent/auth/revoke", "revoke.lua",
-                {"BENCH_TOKENS": tokens, "BENCH_THREADS": str(args.threads)})
+                round_env=token_files("logout", lambda n: provider.logout(f"bench-user-{n}")))
         else:
             notes.append("POST /agent/auth/revoke: skipped: revocation endpoint not available "
                          "(authmd.protocol.revoke is absent)")
