@@ -101,6 +101,9 @@ def init_app(app) -> None:
     cfg = app.config
     for key, value in DEFAULTS.items():
         cfg.setdefault(key, value)
+    if str(cfg.get("RATELIMIT_STORAGE_URI", "")).startswith(("redis://", "rediss://")):
+        # a store that hangs must not hang every request: give up fast and fail open
+        cfg.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5})
     # flask-limiter keeps storage and flags on the (module level) extension object and only fills
     # unset ones from config; forget the previous app's, so the newest app's config is what counts.
     limiter._storage_uri = None
