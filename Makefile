@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-dev
+.PHONY: run test bench install install-dev
 
 $(BIN)/activate:
 	$(PY) -m venv $(VENV)
@@ -24,3 +24,7 @@ run: install
 # Installs, then runs the whole suite on SQLite and, when it answers, on PostgreSQL.
 test: install-dev
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/test-all
+
+# The load benchmark (bench/README.md): SQLite by default; BENCH_ARGS="--pg" for PostgreSQL.
+bench: install-dev
+	PYTHON="$(abspath $(BIN))/python" bench/run $(BENCH_ARGS)

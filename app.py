@@ -1,10 +1,8 @@
 """Application factory: config, extensions, blueprints, error handlers, CLI."""
-import logging
-
 from flask import Flask
 
 from authmd import config
-from authmd.extensions import csrf, db, limiter, login_manager, migrate
+from authmd.extensions import csrf, db, login_manager, migrate
 
 
 def create_app(test_config=None) -> Flask:
@@ -13,6 +11,8 @@ def create_app(test_config=None) -> Flask:
     config.load(app, test_config)
     _logging(app)
 
+    # X-Forwarded-For is believed only for as many proxy hops as the admin declares; never by default,
+    # or any client could pick its own IP and walk around the per-IP limits.
     if int(app.config.get("TRUSTED_PROXIES") or 0) > 0:
         from werkzeug.middleware.proxy_fix import ProxyFix
         n = int(app.config["TRUSTED_PROXIES"])
@@ -24,7 +24,8 @@ def create_app(test_config=None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     _user_loader()
-    limiter.init_app(app)
+    from authmd import ratelimit
+    ratelimit.init_app(app)
     if app.config["DATABASE_URL"].startswith("sqlite"):
         _sqlite_pragmas(app)
 
@@ -105,21 +106,11 @@ def _sqlite_pragmas(app):
 
 
 def _logging(app):
+    from authmd import logs
     from authmd.util import RedactTokens
+    logs.configure(app)
     # Werkzeug's request log (flask run, tests) prints the query string, and claim links carry a token in it
     for name in ("werkzeug", "authmd"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
-    level = logging.DEBUG if app.debug else logging.INFO
-    root = logging.getLogger("authmd")
-    root.setLevel(level)
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        if str(app.config.get("LOG_FORMAT", "text")).lower() == "json":
-            from authmd.logs import JsonFormatter
-            handler.setFormatter(JsonFormatter())
-        else:
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.propagate = False

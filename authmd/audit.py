@@ -15,7 +15,7 @@ def record(event: str, actor_kind: str = "system", *, actor_id=None, registratio
            ip=None, user_agent=None, **data) -> AuditEvent:
     for key in data:
         # a guard against a future caller passing a secret by mistake
-        if any(w in key for w in SECRET_WORDS) and not key.endswith(("_type", "_id", "_prefix", "error")):
+        if any(w in key for w in SECRET_WORDS) and not key.endswith(("_type", "_id", "_prefix", "error", "_revoked", "_count")):
             raise ValueError(f"audit data key {key!r} looks like a secret")
     if has_request_context():
         ip = ip or request.remote_addr

@@ -155,3 +155,99 @@ def render(template_text: str | None = None) -> str:
 
 def etag(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# ---------------------------------------------------------------- per-worker cache of the published documents
+# Discovery and /auth.md are read on every agent's first step and change only when an admin edits settings,
+# scopes, trusted issuers or the document. Building them costs several queries and a Jinja render, so each
+# worker keeps the built bytes:
+#  - a change committed through any SQLAlchemy session of this process clears the cache at once (so the
+#    worker that served the console's change, and every test, sees it on the next request);
+#  - other workers and nodes rebuild after DISCOVERY_CACHE_SECONDS (default 1 s; 0 turns the cache off).
+# The spec lets clients cache these documents for 300 s (Cache-Control) anyway, and POST /agent/auth reads
+# the live settings on every call, so a flow switched off is refused at once even while a document is ≤ 1 s old.
+# Credentials are never cached: only these public documents are.
+CONFIG_TABLES = frozenset({"settings", "scopes", "trusted_issuers", "authdoc_versions"})
+_cache: dict = {}
+
+
+def invalidate() -> None:
+    _cache.clear()
+
+
+def cached(kind: str, build):
+    from datetime import timedelta
+
+    from .util import utcnow
+    app = current_app._get_current_object()
+    ttl = float(app.config.get("DISCOVERY_CACHE_SECONDS", 1) or 0)
+    if ttl <= 0:
+        return build()
+    key = (id(app), app.config["ISSUER"], app.config["RESOURCE"], kind)
+    now = utcnow()
+    hit = _cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    value = build()
+    _cache[key] = (now + timedelta(seconds=ttl), value)
+    return value
+
+
+def _metadata_json(build) -> bytes:
+    import json
+    return (json.dumps(build(), separators=(", ", ": ")) + "\n").encode()
+
+
+def protected_resource_json() -> bytes:
+    return cached("prm", lambda: _metadata_json(protected_resource_metadata))
+
+
+def authorization_server_json() -> bytes:
+    return cached("as", lambda: _metadata_json(authorization_server_metadata))
+
+
+def document() -> tuple[bytes, str]:
+    """The served /auth.md (UTF-8 bytes) and its ETag."""
+    def build():
+        text = render()
+        return text.encode("utf-8"), etag(text)
+    return cached("authmd", build)
+
+
+def _install_invalidation() -> None:
+    from itertools import chain
+
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+    from sqlalchemy.sql.elements import TextClause
+
+    flag = "authmd_config_changed"
+
+    @event.listens_for(Session, "before_flush")
+    def _flushing(session, _ctx, _instances):
+        for obj in chain(session.new, session.dirty, session.deleted):
+            if getattr(obj, "__tablename__", None) in CONFIG_TABLES:
+                session.info[flag] = True
+                return
+
+    @event.listens_for(Session, "do_orm_execute")
+    def _executing(state):
+        stmt = state.statement
+        if isinstance(stmt, TextClause):
+            if not str(stmt).lstrip().lower().startswith("select"):
+                state.session.info[flag] = True  # raw SQL (e.g. TRUNCATE): assume it touched the config
+        elif state.is_insert or state.is_update or state.is_delete:
+            if getattr(getattr(stmt, "table", None), "name", None) in CONFIG_TABLES:
+                state.session.info[flag] = True
+
+    @event.listens_for(Session, "after_commit")
+    def _committed(session):
+        if session.info.pop(flag, False):
+            invalidate()
+
+    @event.listens_for(Session, "after_rollback")
+    def _rolled_back(session):
+        session.info.pop(flag, None)
+
+
+_install_invalidation()

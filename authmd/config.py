@@ -35,6 +35,8 @@ class Defaults:
     JWKS_MAX_BYTES = 64 * 1024
     DEV_PROVIDER = False
     LOG_FORMAT = "text"
+    # seconds another worker may serve discovery and /auth.md built before a config change (0: no cache)
+    DISCOVERY_CACHE_SECONDS = 1
     SESSION_IDLE_MINUTES = 30
     SQLALCHEMY_TRACK_MODIFICATIONS = False
 

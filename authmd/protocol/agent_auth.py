@@ -2,6 +2,7 @@
 from flask import Blueprint, jsonify, request
 
 from .. import claims, registration
+from .. import ratelimit as rl
 from ..extensions import db, limiter
 from ..users import normalize_email
 from ..util import ProtocolError, printable
@@ -24,22 +25,16 @@ def _ua() -> str | None:
     return printable(request.user_agent.string)
 
 
-def _registration_kind() -> str:
-    data = request.get_json(silent=True) if request.mimetype == "application/json" else None
-    if isinstance(data, dict) and data.get("type") == "identity_assertion":
-        return "identity_assertion"
-    return "anonymous"
-
-
 @bp.post("/agent/auth")
-@limiter.limit(lambda: _limit("RATELIMIT_ANONYMOUS_PER_IP", "5/hour"),
-               exempt_when=lambda: _registration_kind() != "anonymous")
-@limiter.limit(lambda: _limit("RATELIMIT_ASSERTION_PER_IP", "60/hour"),
-               exempt_when=lambda: _registration_kind() != "identity_assertion")
-@limiter.limit(lambda: _limit("RATELIMIT_ANONYMOUS_GLOBAL", "100/hour"), key_func=lambda: "global-anonymous",
-               scope="global-anonymous", exempt_when=lambda: _registration_kind() != "anonymous")
-@limiter.limit(lambda: _limit("RATELIMIT_ASSERTION_GLOBAL", "1000/hour"), key_func=lambda: "global-assertion",
-               scope="global-assertion", exempt_when=lambda: _registration_kind() != "identity_assertion")
+@limiter.limit(rl.limit_value("RATELIMIT_ANONYMOUS_PER_IP"), scope="register-anonymous-ip",
+               exempt_when=lambda: rl.registration_kind() != "anonymous")
+@limiter.limit(rl.limit_value("RATELIMIT_ASSERTION_PER_IP"), scope="register-assertion-ip",
+               exempt_when=lambda: rl.registration_kind() != "identity_assertion")
+@limiter.limit(rl.limit_value("RATELIMIT_ANONYMOUS_GLOBAL"), key_func=lambda: "service",
+               scope="register-anonymous-global", exempt_when=lambda: rl.registration_kind() != "anonymous")
+@limiter.limit(rl.limit_value("RATELIMIT_ASSERTION_GLOBAL"), key_func=lambda: "service",
+               scope="register-assertion-global", exempt_when=lambda: rl.registration_kind() != "identity_assertion")
+@rl.claim_mail_limit
 def register():
     body = json_body({"type": (40, True), "requested_credential_type": (40, False),
                       "assertion_type": (100, False), "assertion": (16384, False)})
@@ -72,13 +67,11 @@ def _register_id_jag(assertion: str, wanted: str) -> dict:
     return idjag.register(assertion, wanted, ip=request.remote_addr, user_agent=_ua())
 
 
-def _limit(key: str, default: str) -> str:
-    from flask import current_app
-    return current_app.config.get(key) or default
-
-
 @bp.post("/agent/auth/claim")
-@limiter.limit(lambda: _limit("RATELIMIT_CLAIM_PER_IP", "30/hour"))
+@limiter.limit(rl.limit_value("RATELIMIT_CLAIM_PER_IP"), scope="claim-ip")
+@limiter.limit(rl.limit_value("RATELIMIT_CLAIM_PER_REGISTRATION"), key_func=rl.field_key("claim_token"),
+               scope="claim-registration", exempt_when=rl.lacks_field("claim_token"))
+@rl.claim_mail_limit
 def claim():
     body = json_body({"claim_token": (TOKEN_MAX, True), "email": (320, True)})
     email = normalize_email(body["email"])
@@ -88,7 +81,9 @@ def claim():
 
 
 @bp.post("/agent/auth/claim/attempt/challenge")
-@limiter.limit(lambda: _limit("RATELIMIT_CHALLENGE_PER_IP", "60/hour"))
+@limiter.limit(rl.limit_value("RATELIMIT_CHALLENGE_PER_IP"), scope="challenge-ip")
+@limiter.limit(rl.limit_value("RATELIMIT_CHALLENGE_PER_REGISTRATION"), key_func=rl.field_key("claim_attempt_token"),
+               scope="challenge-attempt", exempt_when=rl.lacks_field("claim_attempt_token"))
 def challenge():
     body = json_body({"claim_attempt_token": (TOKEN_MAX, True)})
     answer = claims.mint_code(body["claim_attempt_token"], ip=request.remote_addr, user_agent=_ua())
@@ -97,7 +92,9 @@ def challenge():
 
 
 @bp.post("/agent/auth/claim/complete")
-@limiter.limit(lambda: _limit("RATELIMIT_COMPLETE_PER_IP", "120/hour"))
+@limiter.limit(rl.limit_value("RATELIMIT_COMPLETE_PER_IP"), scope="complete-ip")
+@limiter.limit(rl.limit_value("RATELIMIT_COMPLETE_PER_REGISTRATION"), key_func=rl.field_key("claim_token"),
+               scope="complete-registration", exempt_when=rl.lacks_field("claim_token"))
 def complete():
     body = json_body({"claim_token": (TOKEN_MAX, True), "otp": (32, True)})
     answer = claims.complete(body["claim_token"], body["otp"])

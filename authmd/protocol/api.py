@@ -1,5 +1,6 @@
 """Demo resource room: the protected API and the one door for credentials, require_credential."""
 import functools
+import json
 
 from flask import Blueprint, current_app, g, jsonify, request
 
@@ -62,7 +63,9 @@ def identity() -> dict:
 @bp.get("/api/resource")
 @require_credential()
 def read_resource():
-    return jsonify({"message": "Hello from the protected resource.", **identity()})
+    # json.dumps straight into a Response: jsonify's provider lookup showed up in the hot path's profile
+    body = json.dumps({"message": "Hello from the protected resource.", **identity()})
+    return current_app.response_class(body, mimetype="application/json")
 
 
 @bp.post("/api/resource")

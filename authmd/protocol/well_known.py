@@ -1,5 +1,5 @@
 """Discovery room: RFC 9728 / RFC 8414 metadata and the served /auth.md."""
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 
 from .. import authdoc
 
@@ -7,31 +7,33 @@ bp = Blueprint("well_known", __name__)
 CACHE = "public, max-age=300"
 
 
+def _json(body: bytes) -> Response:
+    # the body is built once per worker and configuration (authdoc.cached), then served as bytes
+    resp = Response(body, mimetype="application/json")
+    resp.headers["Cache-Control"] = CACHE
+    return resp
+
+
 @bp.get("/.well-known/oauth-protected-resource")
 @bp.get("/.well-known/oauth-protected-resource/api/")
 def protected_resource():
-    resp = jsonify(authdoc.protected_resource_metadata())
-    resp.headers["Cache-Control"] = CACHE
-    return resp
+    return _json(authdoc.protected_resource_json())
 
 
 @bp.get("/.well-known/oauth-authorization-server")
 def authorization_server():
-    resp = jsonify(authdoc.authorization_server_metadata())
-    resp.headers["Cache-Control"] = CACHE
-    return resp
+    return _json(authdoc.authorization_server_json())
 
 
 @bp.get("/auth.md")
 def auth_md():
-    text = authdoc.render()
-    tag = authdoc.etag(text)
-    # If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/"tag" and * match too
-    if request.if_none_match.contains_weak(tag):
+    body, tag = authdoc.document()
+    # If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/"tag" and * match too;
+    # parsed only when sent (most agents send none)
+    if "If-None-Match" in request.headers and request.if_none_match.contains_weak(tag):
         resp = Response(status=304)
     else:
-        resp = Response(text, mimetype="text/markdown")
-        resp.headers["Content-Type"] = "text/markdown; charset=utf-8"
-    resp.set_etag(tag)
+        resp = Response(body, content_type="text/markdown; charset=utf-8")
+    resp.headers["ETag"] = f'"{tag}"'  # the tag is hex: no quoting needed
     resp.headers["Cache-Control"] = "public, max-age=60"
     return resp

@@ -1,0 +1,177 @@
+"""Two authmd nodes (real gunicorn servers, 2 workers each) on one PostgreSQL database, driven concurrently:
+a claim started on A completes on B; concurrent completions → exactly one wins; a revocation is effective
+on the other node's very next call; one ID-JAG sent to both at once → exactly one 200; rate-limit counters
+shared through Redis."""
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+
+from tests.fixtures.gunicorn import start_gunicorn
+
+DB_URL = os.environ.get("AUTHMD_TEST_DATABASE_URL", "")
+if not DB_URL.startswith("postgresql"):
+    pytest.skip("the two-node test needs PostgreSQL; it runs in the PostgreSQL pass of scripts/test-all "
+                "(AUTHMD_TEST_DATABASE_URL=postgresql+psycopg://...)", allow_module_level=True)
+
+pytestmark = pytest.mark.slow
+ISSUER = "http://localhost:8000"
+ANON = {"type": "anonymous", "requested_credential_type": "api_key"}
+REDIS_DB = 5
+TIMEOUT = 15
+
+
+def redis_client():
+    try:
+        import redis
+        client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_connect_timeout=1)
+        client.ping()
+        return client
+    except Exception:  # noqa: BLE001
+        return None
+
+
+@pytest.fixture(scope="module")
+def nodes(schema, smtp_server, tmp_path_factory):
+    """Nodes A and B: same database, same ISSUER, same mail server, same Redis rate-limit store."""
+    log_dir = str(tmp_path_factory.mktemp("nodes"))
+    env = {"AUTHMD_MAIL_SERVER": "127.0.0.1", "AUTHMD_MAIL_PORT": smtp_server.port, "AUTHMD_ISSUER": ISSUER}
+    store = redis_client()
+    if store is not None:
+        store.flushdb()
+        env.update({"AUTHMD_RATELIMIT_ENABLED": "1",
+                    "AUTHMD_RATELIMIT_STORAGE_URI": f"redis://127.0.0.1:6379/{REDIS_DB}",
+                    # generous, so only the per-address claim-mail limit (5/h) is reached in these tests
+                    "AUTHMD_RATELIMIT_ANONYMOUS_PER_IP": "10000/hour",
+                    "AUTHMD_RATELIMIT_ANONYMOUS_GLOBAL": "10000/hour",
+                    "AUTHMD_RATELIMIT_ASSERTION_PER_IP": "10000/hour",
+                    "AUTHMD_RATELIMIT_ASSERTION_GLOBAL": "10000/hour",
+                    "AUTHMD_RATELIMIT_CLAIM_PER_IP": "10000/hour",
+                    "AUTHMD_RATELIMIT_CHALLENGE_PER_IP": "10000/hour",
+                    "AUTHMD_RATELIMIT_COMPLETE_PER_IP": "10000/hour"})
+    servers = []
+    try:
+        servers.append(start_gunicorn(log_dir, schema, 2, **env))
+        servers.append(start_gunicorn(log_dir, schema, 2, **env))
+        yield servers[0].url, servers[1].url, store is not None
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def at_once(*calls):
+    """Run the calls concurrently, released together by a barrier; returns their results in order."""
+    barrier = threading.Barrier(len(calls))
+
+    def run(call):
+        barrier.wait(timeout=TIMEOUT)
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result(timeout=TIMEOUT * 2) for f in [pool.submit(run, c) for c in calls]]
+
+
+def post(url, body):
+    return requests.post(url, json=body, timeout=TIMEOUT)
+
+
+def start_claim(a, b, smtp, email):
+    """Register on A, ask for the claim on A, reveal the code on B (the page's JSON button)."""
+    reg = post(a + "/agent/auth", ANON).json()
+    assert post(a + "/agent/auth/claim", {"claim_token": reg["claim_token"], "email": email}).status_code == 200
+    link_token = parse_qs(urlparse(smtp.last_link(email)).query)["token"][0]
+    code = post(b + "/agent/auth/claim/attempt/challenge", {"claim_attempt_token": link_token})
+    assert code.status_code == 200, code.text
+    return reg, code.json()["challenge"]
+
+
+def test_claim_started_on_a_completes_on_b(app, nodes, smtp):
+    a, b, _ = nodes
+    reg, otp = start_claim(a, b, smtp, "ada@example.com")
+    done = post(b + "/agent/auth/claim/complete", {"claim_token": reg["claim_token"], "otp": otp})
+    assert done.status_code == 200 and done.json() == {"registration_id": reg["registration_id"], "status": "claimed"}
+    auth = {"Authorization": "Bearer " + reg["credential"]}
+    for node in (a, b):
+        me = requests.get(node + "/api/resource", headers=auth, timeout=TIMEOUT).json()
+        assert me["user"]["email"] == "ada@example.com" and "api.write" in me["credential"]["scope"]
+
+
+def test_concurrent_completions_on_both_nodes_succeed_exactly_once(app, nodes, smtp):
+    a, b, _ = nodes
+    for i in range(4):
+        reg, otp = start_claim(a, b, smtp, f"race{i}@example.com")
+        body = {"claim_token": reg["claim_token"], "otp": otp}
+        results = at_once(lambda: post(a + "/agent/auth/claim/complete", body),
+                          lambda: post(b + "/agent/auth/claim/complete", body))
+        statuses = sorted(r.status_code for r in results)
+        assert statuses == [200, 409], [r.text for r in results]
+        assert next(r for r in results if r.status_code == 409).json()["error"] == "previously_claimed"
+
+
+def test_revocation_is_effective_on_the_other_node_at_once(app, nodes):
+    from authmd.credentials import revoke_where
+    from authmd.extensions import db
+    from authmd.models import Credential
+    a, b, _ = nodes
+    reg = post(a + "/agent/auth", ANON).json()
+    auth = {"Authorization": "Bearer " + reg["credential"]}
+    # warm both nodes (every worker) with the live credential first
+    for _ in range(4):
+        for node in (a, b):
+            assert requests.get(node + "/api/resource", headers=auth, timeout=TIMEOUT).status_code == 200
+    with app.app_context():  # an admin's revocation, written through the domain function
+        assert revoke_where(Credential.registration_id == reg["registration_id"]) == 1
+        db.session.commit()
+    for _ in range(4):  # the very next call, on every worker of both nodes
+        for node in (b, a):
+            r = requests.get(node + "/api/resource", headers=auth, timeout=TIMEOUT)
+            assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+
+
+def id_jag_body(token, kind="access_token"):
+    return {"type": "identity_assertion", "assertion_type": "urn:ietf:params:oauth:token-type:id-jag",
+            "assertion": token, "requested_credential_type": kind}
+
+
+def test_one_id_jag_sent_to_both_nodes_at_once_is_accepted_once(app, nodes, provider):
+    pytest.importorskip("authmd.idjag", reason="ID-JAG not available on this branch")
+    from tests.fixtures.provider import trust
+    a, b, _ = nodes
+    trust(app, provider)
+    for i in range(4):
+        token = provider.id_jag(ISSUER, sub=f"racer-{i}", email=f"racer{i}@example.com")
+        results = at_once(lambda: post(a + "/agent/auth", id_jag_body(token)),
+                          lambda: post(b + "/agent/auth", id_jag_body(token)))
+        assert sorted(r.status_code for r in results) == [200, 400], [r.text for r in results]
+        assert next(r for r in results if r.status_code == 400).json()["error"] == "replay_detected"
+
+
+def test_provider_revocation_on_a_is_effective_on_b(app, nodes, provider):
+    pytest.importorskip("authmd.idjag", reason="ID-JAG not available on this branch")
+    pytest.importorskip("authmd.protocol.revoke", reason="POST /agent/auth/revoke not available on this branch")
+    from tests.fixtures.provider import trust
+    a, b, _ = nodes
+    trust(app, provider)
+    got = post(b + "/agent/auth", id_jag_body(provider.id_jag(ISSUER, sub="leaver"), "api_key"))
+    assert got.status_code == 200, got.text
+    auth = {"Authorization": "Bearer " + got.json()["credential"]}
+    assert requests.get(b + "/api/resource", headers=auth, timeout=TIMEOUT).status_code == 200
+    revoked = requests.post(a + "/agent/auth/revoke", data=provider.logout_token("leaver", ISSUER),
+                            headers={"Content-Type": "application/logout+jwt"}, timeout=TIMEOUT)
+    assert revoked.status_code == 200 and revoked.json()["revoked"] >= 1
+    for _ in range(4):
+        assert requests.get(b + "/api/resource", headers=auth, timeout=TIMEOUT).status_code == 401
+
+
+def test_rate_limit_counters_are_shared_between_nodes(app, nodes, smtp):
+    a, b, shared = nodes
+    if not shared:
+        pytest.skip("Redis is not answering on 127.0.0.1:6379: the nodes run without a shared store")
+    body = {"type": "identity_assertion", "assertion_type": "verified_email",
+            "assertion": "limit@example.com", "requested_credential_type": "api_key"}
+    statuses = [post(node + "/agent/auth", body).status_code for node in (a, b) * 5]
+    # 5 claim mails per address an hour across both nodes and all four workers (memory counters would allow 20)
+    assert statuses.count(200) == 5 and statuses.count(429) == 5
