@@ -94,8 +94,12 @@ def _migrations_dir():
 def _sqlite_pragmas(app):
     from sqlalchemy import event
 
+    from authmd import sqlite_lock
+
     with app.app_context():
         engine = db.engine
+        # writers queue on a kernel lock instead of polling in SQLite's busy handler (authmd/sqlite_lock.py)
+        sqlite_lock.install(engine)
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
