@@ -19,16 +19,24 @@ LAST_USED_GRANULARITY = timedelta(seconds=60)
 def issue(registration: Registration, cred_type: str, scopes: list[str], *, user_id=None,
           delegation_id=None, now=None) -> tuple[Credential, str]:
     """Create a credential; returns (row, the secret shown once). Caller commits."""
+    values, token = new_values(registration.id, cred_type, scopes, user_id=user_id,
+                               delegation_id=delegation_id, now=now)
+    row = Credential(**values)
+    db.session.add(row)
+    return row, token
+
+
+def new_values(registration_id: str, cred_type: str, scopes: list[str], *, user_id=None,
+               delegation_id=None, now=None) -> tuple[dict, str]:
+    """The column values of a new credential and its secret (shown once; only the digest is stored)."""
     now = now or utcnow()
     token = new_token(PREFIX[cred_type], 32)
     expires = None
     if cred_type == "access_token":
         expires = now + timedelta(seconds=int(settings.get("access_token_ttl")))
-    row = Credential(digest=digest(token), prefix=display_prefix(token), type=cred_type,
-                     scopes=" ".join(scopes), registration_id=registration.id, user_id=user_id,
-                     delegation_id=delegation_id, created_at=now, expires_at=expires)
-    db.session.add(row)
-    return row, token
+    return dict(digest=digest(token), prefix=display_prefix(token), type=cred_type,
+                scopes=" ".join(scopes), registration_id=registration_id, user_id=user_id,
+                delegation_id=delegation_id, created_at=now, expires_at=expires), token
 
 
 class Snapshot:

@@ -47,10 +47,9 @@ def _check_policy(claims: dict, row: TrustedIssuer) -> None:
 
 
 def granted_scopes(row: TrustedIssuer) -> list[str]:
-    enabled = scopes.names()
     if row.scopes:
         wanted = set(row.scopes.split())
-        return [s for s in enabled if s in wanted]
+        return [s for s in scopes.names() if s in wanted]
     return scopes.post_claim()
 
 

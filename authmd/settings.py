@@ -28,9 +28,9 @@ def all_settings() -> dict:
     if has_request_context() and "authmd_settings" in g:
         return g.authmd_settings
     values = dict(DEFAULTS)
-    for row in db.session.execute(db.select(Setting)).scalars():
-        if row.key in DEFAULTS:
-            values[row.key] = json.loads(row.value)
+    for key, value in db.session.execute(db.select(Setting.key, Setting.value)):  # columns: no ORM identity work
+        if key in DEFAULTS:
+            values[key] = json.loads(value)
     if has_request_context():
         g.authmd_settings = values
     return values
