@@ -1,4 +1,5 @@
 """Application factory: config, extensions, blueprints, error handlers, CLI."""
+import logging
 from flask import Flask
 
 from authmd import config
