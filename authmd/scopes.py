@@ -14,12 +14,14 @@ def enabled_scopes() -> list[Scope]:
         db.select(Scope).where(Scope.enabled.is_(True)).order_by(Scope.position, Scope.name)).scalars())
 
 
+# plain (name, pre_claim, post_claim) tuples: loading ORM entities (with autoflush) cost more than the
+# query itself on POST /agent/auth, and so did building the statement anew each time (bench/README.md)
+_ENABLED_ROWS = (db.select(Scope.name, Scope.pre_claim, Scope.post_claim)
+                 .where(Scope.enabled.is_(True)).order_by(Scope.position, Scope.name))
+
+
 def _enabled_rows() -> list:
-    # plain (name, pre_claim, post_claim) tuples: loading ORM entities (with autoflush) cost more than the
-    # query itself on POST /agent/auth (profile in bench/README.md)
-    return db.session.execute(
-        db.select(Scope.name, Scope.pre_claim, Scope.post_claim)
-        .where(Scope.enabled.is_(True)).order_by(Scope.position, Scope.name)).all()
+    return db.session.execute(_ENABLED_ROWS).all()
 
 
 def names(pre=None, post=None) -> list[str]:

@@ -24,11 +24,14 @@ DEFAULTS = {
 }
 
 
+_ALL = db.select(Setting.key, Setting.value)  # columns, built once: no ORM identity work per request
+
+
 def all_settings() -> dict:
     if has_request_context() and "authmd_settings" in g:
         return g.authmd_settings
     values = dict(DEFAULTS)
-    for key, value in db.session.execute(db.select(Setting.key, Setting.value)):  # columns: no ORM identity work
+    for key, value in db.session.execute(_ALL):
         if key in DEFAULTS:
             values[key] = json.loads(value)
     if has_request_context():
