@@ -17,8 +17,8 @@ DELETE/REPLACE; SAVEPOINT or DDL may open one too. So a connection takes the loc
 statement that is not a SELECT, and gives it back as soon as the connection is out of its transaction:
 after commit(), rollback(), close(), or after a statement in autocommit mode.
 
-Within a process the lock is one flock on one file descriptor (reopened after fork) guarded by an RLock:
-threads queue on the RLock, and a thread that writes through a second connection while its first one
+Within a process the lock is one flock on one file descriptor (reopened after fork) guarded by a mutex:
+threads queue on the mutex, and a thread that writes through a second connection while its first one
 holds the lock re-enters instead of deadlocking with itself (SQLite then decides, as it always did).
 A holder that never finishes is bounded by gunicorn's worker timeout (the kernel drops a dead
 process's flock); a thread waiting in-process gives up after the busy timeout, like SQLite would.
@@ -34,7 +34,11 @@ _WRITE_FREE = ("SELECT",)  # statements that never need the writer lock (the hot
 class _ProcessLock:
     def __init__(self, path: str, timeout: float):
         self.path, self.timeout = path, timeout
-        self.rlock = threading.RLock()
+        # a plain Lock, not an RLock: a connection may be given back (rolled back) by another thread than
+        # the one that wrote through it (e.g. the pool reset after garbage collection), and an RLock can
+        # only be released by its owner. Re-entry by the owning thread is tracked by hand (owner, depth).
+        self.mutex = threading.Lock()
+        self.owner = None
         self.depth = 0  # how many connections of the owning thread hold it
         self.fd, self.pid = None, None
 
@@ -45,25 +49,29 @@ class _ProcessLock:
         return self.fd
 
     def acquire(self) -> None:
-        if not self.rlock.acquire(timeout=self.timeout):
+        me = threading.get_ident()
+        if self.owner == me:  # only this thread ever sets owner to its own ident, so this read is safe
+            self.depth += 1
+            return
+        if not self.mutex.acquire(timeout=self.timeout):
             raise sqlite3.OperationalError("database is locked (another thread of this process holds the writer lock)")
         try:
-            if self.depth == 0:
-                fcntl.flock(self._fd(), fcntl.LOCK_EX)  # blocks in the kernel until the holder is done
-            self.depth += 1
+            fcntl.flock(self._fd(), fcntl.LOCK_EX)  # blocks in the kernel until the holder is done
         except BaseException:
-            self.rlock.release()
+            self.mutex.release()
             raise
+        self.owner, self.depth = me, 1
 
     def release(self) -> None:
         if self.depth <= 0:  # a connection inherited across fork releasing its parent's hold: not ours
             return
         self.depth -= 1
-        try:
-            if self.depth == 0:
+        if self.depth == 0:
+            self.owner = None
+            try:
                 fcntl.flock(self._fd(), fcntl.LOCK_UN)
-        finally:
-            self.rlock.release()
+            finally:
+                self.mutex.release()
 
 
 _locks: dict[str, _ProcessLock] = {}
@@ -76,7 +84,7 @@ def _after_fork_in_child():
     global _locks_guard
     _locks_guard = threading.Lock()
     for lock in _locks.values():
-        lock.rlock, lock.depth, lock.fd, lock.pid = threading.RLock(), 0, None, None
+        lock.mutex, lock.owner, lock.depth, lock.fd, lock.pid = threading.Lock(), None, 0, None, None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
