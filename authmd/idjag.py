@@ -1,13 +1,12 @@
 """Agent-verified room: register an agent from a provider-signed ID-JAG (§2.3), and the provider's
 revocation by logout token (§4)."""
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 
 from . import audit, credentials, scopes, settings, trust
 from .extensions import db
 from .models import Credential, Delegation, Registration, TrustedIssuer
 from .secrets import new_id
-from .users import normalize_email, normalize_phone, resolve_for_delegation
+from .users import normalize_email, normalize_phone, plan_for_delegation, provision
 from .util import ProtocolError, iso, utcnow
 
 CREDENTIAL_TYPES = ("access_token", "api_key")
@@ -68,46 +67,6 @@ def _verified_phone(claims: dict):
     return normalize_phone(claims.get("phone_number"))
 
 
-def _delegation(iss, sub, aud, user, platform, context, now) -> Delegation:
-    """The delegation row for (iss, sub, aud), created once even when two workers race for it."""
-    query = db.select(Delegation).where(Delegation.iss == iss, Delegation.sub == sub, Delegation.aud == aud)
-    row = db.session.execute(query).scalar()
-    if row is None:
-        try:
-            with db.session.begin_nested():
-                row = Delegation(iss=iss, sub=sub, aud=aud, user_id=user.id, agent_platform=platform,
-                                 agent_context_id=context, first_seen=now, last_seen=now)
-                db.session.add(row)
-        except IntegrityError:
-            row = db.session.execute(query).scalar()
-    row.last_seen = now
-    row.revoked_at = None
-    if platform:
-        row.agent_platform = platform
-    if context:
-        row.agent_context_id = context
-    if row.user_id is None:
-        row.user_id = user.id
-    return row
-
-
-def _registration(delegation: Delegation, wanted, ip, user_agent, platform, now) -> tuple[Registration, bool]:
-    """One agent-provider registration per delegation; a revoked one comes back to life on a fresh ID-JAG."""
-    reg = db.session.get(Registration, delegation.registration_id) if delegation.registration_id else None
-    created = reg is None
-    if reg is None:
-        reg = Registration(id=new_id("reg_"), type="agent-provider", status="active", created_at=now,
-                           user_id=delegation.user_id, delegation_id=delegation.id, iss=delegation.iss)
-        db.session.add(reg)
-        delegation.registration_id = reg.id
-    reg.status, reg.ended_at = "active", None
-    reg.requested_credential_type = wanted
-    reg.ip, reg.user_agent = ip, (user_agent or None) and user_agent[:300]
-    reg.agent_platform = platform or reg.agent_platform
-    reg.user_id = delegation.user_id
-    return reg, created
-
-
 def register(assertion, requested_credential_type, *, ip=None, user_agent=None) -> dict:
     """Verify an ID-JAG and issue a credential now. Caller commits."""
     try:
@@ -117,13 +76,53 @@ def register(assertion, requested_credential_type, *, ip=None, user_agent=None) 
         raise
 
 
+def _issuer_for(assertion) -> tuple[TrustedIssuer | None, bool]:
+    """The trusted-issuer row the token names (read once, handed to verify) and whether any enabled
+    issuer exists at all (only asked when the token's own issuer is not an enabled one)."""
+    try:
+        iss = trust.parse(assertion)[1].get("iss")
+    except ProtocolError:
+        iss = None  # verify() reports the parse error, after the issuer_not_enabled check as before
+    row = trust.get_issuer(iss) if isinstance(iss, str) and len(iss) <= 500 else None
+    if row is not None and row.enabled:
+        return row, True
+    anyone = db.session.execute(db.select(TrustedIssuer.id).where(TrustedIssuer.enabled.is_(True)).limit(1))
+    return row, anyone.first() is not None
+
+
+_DELEGATION = None
+
+
+def _delegation_query():
+    """(id, user_id, registration_id, whether that registration exists) for one (iss, sub, aud); built once."""
+    global _DELEGATION
+    if _DELEGATION is None:
+        d = Delegation.__table__
+        r = Registration.__table__
+        _DELEGATION = (db.select(d.c.id, d.c.user_id, d.c.registration_id, r.c.id.is_not(None))
+                       .select_from(d.outerjoin(r, r.c.id == d.c.registration_id))
+                       .where(d.c.iss == db.bindparam("iss"), d.c.sub == db.bindparam("sub"),
+                              d.c.aud == db.bindparam("aud")))
+    return _DELEGATION
+
+
 def _register(assertion, wanted, *, ip, user_agent) -> dict:
-    if not settings.get("id_jag_enabled") or not trust.list_issuers(enabled_only=True):
+    # Every read comes first (settings, the issuer once, scopes, the user and delegation lookups), then the
+    # token is verified, and only then are the rows written with Core statements in one short burst
+    # (no ORM flush, no SAVEPOINT). On SQLite the writer lock is taken at the first write and held to the
+    # commit, so that stretch is kept as short as it can be (bench/README.md). A token refused at any
+    # step has written nothing, so its jti is not spent.
+    cfg = settings.all_settings()
+    if not cfg["id_jag_enabled"]:
+        raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.")
+    issuer_row, any_enabled = _issuer_for(assertion)
+    if not any_enabled:
         raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.")
     if wanted not in CREDENTIAL_TYPES:
         raise ProtocolError(400, "unsupported_credential_type",
                             "requested_credential_type must be \"access_token\" or \"api_key\".")
-    verified = trust.verify(assertion, typ=trust.ID_JAG_TYP, kind="id_jag")
+    verified = trust.verify(assertion, typ=trust.ID_JAG_TYP, kind="id_jag", issuer_row=issuer_row,
+                            consume_jti=False)
     claims, row = verified.claims, verified.issuer
     _check_policy(claims, row)
     now = utcnow()
@@ -131,25 +130,72 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     aud = claims["aud"][0] if isinstance(claims["aud"], list) else claims["aud"]
     aud = aud.rstrip("/")  # "https://x" and "https://x/" name the same audience: one delegation
     platform, context = agent_details(claims)
-    user = resolve_for_delegation(iss, sub, email=_verified_email(claims), phone=_verified_phone(claims),
-                                  existing_only=bool(settings.get("existing_users_only")))
-    db.session.flush()
-    delegation = _delegation(iss, sub, aud, user, platform, context, now)
-    db.session.flush()
-    reg, created = _registration(delegation, wanted, ip, user_agent, platform, now)
-    db.session.flush()
+    email, phone = _verified_email(claims), _verified_phone(claims)
+    plan = plan_for_delegation(iss, sub, email=email, phone=phone,
+                               existing_only=bool(cfg["existing_users_only"]))
+    found = db.session.execute(_delegation_query(), {"iss": iss, "sub": sub, "aud": aud}).first()
     granted = granted_scopes(row)
-    cred, secret = credentials.issue(reg, wanted, granted, user_id=user.id, delegation_id=delegation.id, now=now)
-    db.session.flush()
+
+    # --- writes. The jti first: a replay is refused before anything else is written.
+    trust.insert_jti(iss, claims["jti"], verified.jti_keep_until)
+    user_id = provision(plan, email=email, phone=phone, now=now)
+    delegation_id, reg_id, created, deleg_user = _upsert_delegation(found, iss, sub, aud, user_id, platform,
+                                                                    context, now)
+    reg_values = dict(status="active", ended_at=None, requested_credential_type=wanted, ip=ip,
+                      user_agent=(user_agent or None) and user_agent[:300], user_id=deleg_user)
+    if platform:
+        reg_values["agent_platform"] = platform
+    table = Registration.__table__
+    if created:
+        db.session.execute(table.insert(), dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
+                                                delegation_id=delegation_id, iss=iss))
+    else:  # one registration per delegation; a revoked one comes back to life on a fresh ID-JAG
+        db.session.execute(table.update().where(table.c.id == reg_id).values(**reg_values))
+    cred, secret = credentials.new_values(reg_id, wanted, granted, user_id=user_id,
+                                          delegation_id=delegation_id, now=now)
+    cred_id = db.session.execute(Credential.__table__.insert().returning(Credential.__table__.c.id),
+                                 cred).scalar_one()
     who = {"iss": iss, "sub": sub, "agent_platform": platform, "agent_context_id": context}
-    audit.record("registration.created", "agent", registration_id=reg.id, user_id=user.id, ip=ip,
-                 user_agent=user_agent, registration_type="agent-provider", scopes=granted,
-                 new_registration=created, **who)
-    audit.record("credential.issued", "agent", registration_id=reg.id, user_id=user.id, ip=ip,
-                 user_agent=user_agent, credential_id=cred.id, credential_prefix=cred.prefix,
-                 credential_type=wanted, scopes=granted, **who)
-    return {"registration_id": reg.id, "registration_type": "agent-provider", "credential_type": wanted,
-            "credential": secret, "credential_expires": iso(cred.expires_at), "scopes": granted}
+    audit.insert([
+        audit.values("registration.created", "agent", registration_id=reg_id, user_id=user_id, ip=ip,
+                     user_agent=user_agent, registration_type="agent-provider", scopes=granted,
+                     new_registration=created, **who),
+        audit.values("credential.issued", "agent", registration_id=reg_id, user_id=user_id, ip=ip,
+                     user_agent=user_agent, credential_id=cred_id, credential_prefix=cred["prefix"],
+                     credential_type=wanted, scopes=granted, **who)])
+    return {"registration_id": reg_id, "registration_type": "agent-provider", "credential_type": wanted,
+            "credential": secret, "credential_expires": iso(cred["expires_at"]), "scopes": granted}
+
+
+def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
+    """The delegation for (iss, sub, aud), created once even when workers or nodes race for it: an
+    INSERT … ON CONFLICT DO NOTHING on the unique (iss, sub, aud) decides (on PostgreSQL the loser waits
+    for the winner's commit, then re-reads its row and so reuses its registration_id; on SQLite the
+    writer lock already serializes the two, and the loser's re-read sees the winner's committed row).
+    Returns (delegation id, registration id, whether that registration is new, the delegation's user)."""
+    table = Delegation.__table__
+    if found is None:
+        reg_id = new_id("reg_")
+        inserted = db.session.execute(
+            trust.insert_on_conflict_do_nothing(table).returning(table.c.id),
+            dict(iss=iss, sub=sub, aud=aud, user_id=user_id, registration_id=reg_id, agent_platform=platform,
+                 agent_context_id=context, first_seen=now, last_seen=now)).scalar()
+        if inserted is not None:
+            return inserted, reg_id, True, user_id
+        found = db.session.execute(_delegation_query(), {"iss": iss, "sub": sub, "aud": aud}).first()
+    delegation_id, deleg_user, reg_id, reg_exists = found
+    values = dict(last_seen=now, revoked_at=None)
+    if platform:
+        values["agent_platform"] = platform
+    if context:
+        values["agent_context_id"] = context
+    if deleg_user is None:
+        deleg_user = values["user_id"] = user_id
+    created = not (reg_id and reg_exists)
+    if created:
+        reg_id = values["registration_id"] = new_id("reg_")
+    db.session.execute(table.update().where(table.c.id == delegation_id).values(**values))
+    return delegation_id, reg_id, created, deleg_user
 
 
 def revoke(logout_token, *, ip=None, user_agent=None) -> dict:

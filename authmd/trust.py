@@ -359,6 +359,7 @@ class Verified:
     header: dict
     claims: dict
     issuer: TrustedIssuer
+    jti_keep_until: datetime | None = None  # set when the caller consumes the jti (consume_jti=False)
 
 
 def _b64decode(part: str) -> bytes:
@@ -410,9 +411,17 @@ def _num(claims: dict, name: str):
     return value
 
 
-def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = False) -> Verified:
+_UNSET = object()
+
+
+def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = False,
+           issuer_row=_UNSET, consume_jti: bool = True) -> Verified:
     """Steps 1-7 of §2.3 (and §4 for logout tokens), in order. Consumes the jti (replay store) inside
-    a savepoint of the caller's transaction; raises ProtocolError with the spec's code."""
+    a savepoint of the caller's transaction; raises ProtocolError with the spec's code.
+
+    issuer_row: the TrustedIssuer already read for the token's iss (or None), so it is not read twice.
+    consume_jti=False leaves the replay store to the caller, which must then call insert_jti() (the
+    ID-JAG registration does, as the first of its writes)."""
     cfg = current_app.config
     skew = timedelta(seconds=int(cfg.get("CLOCK_SKEW", 60)))
     logout = kind == "logout"
@@ -433,7 +442,10 @@ def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = Fal
         raise ProtocolError(400, "invalid_request", "The token header's kid must be a string.")
     # 3. issuer
     iss = claims.get("iss")
-    row = get_issuer(iss) if isinstance(iss, str) and len(iss) <= 500 else None
+    if issuer_row is _UNSET:
+        row = get_issuer(iss) if isinstance(iss, str) and len(iss) <= 500 else None
+    else:
+        row = issuer_row if issuer_row is not None and issuer_row.issuer == iss else None
     if row is None or not (row.enabled or lookup_disabled):
         raise ProtocolError(400, "invalid_issuer", "The token's iss is not a trusted issuer here.")
     if alg not in algorithms_of(row):
@@ -494,8 +506,10 @@ def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = Fal
         raise ProtocolError(400, "invalid_request", "The token must carry jti (a string of at most 255 characters).")
     if logout:
         _check_logout_claims(claims)
-    remember_jti(row.issuer, jti, datetime(1970, 1, 1) + timedelta(seconds=exp) + skew)
-    return Verified(header=header, claims=claims, issuer=row)
+    keep_until = datetime(1970, 1, 1) + timedelta(seconds=exp) + skew
+    if consume_jti:
+        remember_jti(row.issuer, jti, keep_until)
+    return Verified(header=header, claims=claims, issuer=row, jti_keep_until=keep_until)
 
 
 def _check_logout_claims(claims: dict) -> None:
@@ -523,6 +537,28 @@ def remember_jti(iss: str, jti: str, keep_until: datetime) -> None:
     except IntegrityError:
         db.session.rollback()
         raise ProtocolError(400, "replay_detected", "This token was already used; every token is accepted once.") from None
+
+
+def insert_on_conflict_do_nothing(table):
+    """INSERT … ON CONFLICT DO NOTHING for this session's dialect (PostgreSQL and SQLite ≥ 3.24 both
+    have it): the unique constraint decides a race without a SAVEPOINT; rowcount / RETURNING say who won."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
+def insert_jti(iss: str, jti: str, keep_until: datetime) -> None:
+    """The replay store as one Core INSERT … ON CONFLICT DO NOTHING: the database's unique (iss, jti)
+    decides, across workers and nodes (on PostgreSQL a concurrent twin waits for the first transaction,
+    then sees the conflict; on SQLite the writer lock serializes them); no row returned means a replay
+    (RETURNING, not rowcount: rowcount did not say 1 here on PostgreSQL through the ORM session)."""
+    table = SeenJti.__table__
+    won = db.session.execute(insert_on_conflict_do_nothing(table).returning(table.c.jti),
+                             dict(iss=iss, jti=jti, expires_at=keep_until)).first()
+    if won is None:
+        raise ProtocolError(400, "replay_detected", "This token was already used; every token is accepted once.")
 
 
 def record_rejection(exc: ProtocolError, token, kind: str, *, ip=None, user_agent=None) -> None:

@@ -84,3 +84,60 @@ def resolve_for_delegation(iss: str, sub: str, *, email=None, phone=None, existi
     db.session.add(user)
     db.session.flush()
     return user
+
+
+def plan_for_delegation(iss: str, sub: str, *, email=None, phone=None, existing_only=False) -> tuple:
+    """The reads of resolve_for_delegation() (same order, same refusal) without a write: returns
+    (action, user_id) for provision(), so the ID-JAG registration can do every write in one burst.
+    action: "use" (nothing to write), "verify_email" / "verify_phone" (mark the found user's address
+    verified), "provision_email" / "provision_phone" (a user provisioned just in time)."""
+    from .models import Delegation
+    users = User.__table__
+    prior = db.session.execute(
+        db.select(users.c.id).join(Delegation.__table__, Delegation.__table__.c.user_id == users.c.id)
+        .where(Delegation.__table__.c.iss == iss, Delegation.__table__.c.sub == sub)
+        .order_by(Delegation.__table__.c.id).limit(1)).scalar()
+    if prior is not None:
+        return "use", prior
+    if email:
+        row = db.session.execute(db.select(users.c.id, users.c.email_verified).where(users.c.email == email)).first()
+        if row is not None:
+            return ("use" if row.email_verified else "verify_email"), row.id
+    if phone:
+        row = db.session.execute(db.select(users.c.id, users.c.phone_verified).where(users.c.phone == phone)
+                                 .order_by(users.c.id).limit(1)).first()
+        if row is not None:
+            return ("use" if row.phone_verified else "verify_phone"), row.id
+    if existing_only:
+        raise ProtocolError(400, "user_not_provisioned",
+                            "Only existing users of this service may register agents; ask an administrator.")
+    return ("provision_email" if email else "provision_phone"), None
+
+
+def provision(plan: tuple, *, email=None, phone=None, now=None) -> int:
+    """The writes planned by plan_for_delegation(), as Core statements; returns the user id.
+    A user provisioned by email is race-safe on the unique email: INSERT … ON CONFLICT DO NOTHING, and
+    when a concurrent twin won (another worker or node on PostgreSQL; on SQLite one that committed
+    between our reads and our writer lock), its row is read back and used, as find_or_provision_by_email does."""
+    from .trust import insert_on_conflict_do_nothing
+    action, user_id = plan
+    users = User.__table__
+    if action == "verify_email":
+        db.session.execute(users.update().where(users.c.id == user_id).values(email_verified=True))
+    elif action == "verify_phone":
+        db.session.execute(users.update().where(users.c.id == user_id).values(phone_verified=True))
+    elif action == "provision_email":
+        user_id = db.session.execute(
+            insert_on_conflict_do_nothing(users).returning(users.c.id),
+            dict(email=email, email_verified=True, created_at=now or utcnow(), source="id_jag")).scalar()
+        if user_id is None:
+            row = db.session.execute(db.select(users.c.id, users.c.email_verified)
+                                     .where(users.c.email == email)).first()
+            user_id = row.id
+            if not row.email_verified:
+                db.session.execute(users.update().where(users.c.id == user_id).values(email_verified=True))
+    elif action == "provision_phone":  # no unique phone: nothing to race for
+        user_id = db.session.execute(users.insert().returning(users.c.id),
+                                     dict(email=None, email_verified=False, phone=phone, phone_verified=True,
+                                          created_at=now or utcnow(), source="id_jag")).scalar_one()
+    return user_id
