@@ -47,48 +47,12 @@ def normalize_phone(value) -> str | None:
     return ("+" if value.strip().startswith("+") else "") + digits
 
 
-def by_phone(phone: str):
-    return db.session.execute(db.select(User).where(User.phone == phone).order_by(User.id).limit(1)).scalar()
-
-
-def resolve_for_delegation(iss: str, sub: str, *, email=None, phone=None, existing_only=False) -> User:
-    """Who an ID-JAG speaks for, in the spec's order: a prior delegation with the same (iss, sub); else the
-    user with this verified email; else this verified phone; else a user provisioned just in time, or 400
-    user_not_provisioned when only existing users may register agents. email/phone are passed only when
-    the provider asserted them verified."""
-    from .models import Delegation
-    prior = db.session.execute(
-        db.select(User).join(Delegation, Delegation.user_id == User.id)
-        .where(Delegation.iss == iss, Delegation.sub == sub).order_by(Delegation.id).limit(1)).scalar()
-    if prior is not None:
-        return prior
-    if email:
-        user = by_email(email)
-        if user is not None:
-            if not user.email_verified:
-                user.email_verified = True
-            return user
-    if phone:
-        user = by_phone(phone)
-        if user is not None:
-            if not user.phone_verified:
-                user.phone_verified = True
-            return user
-    if existing_only:
-        raise ProtocolError(400, "user_not_provisioned",
-                            "Only existing users of this service may register agents; ask an administrator.")
-    if email:
-        return find_or_provision_by_email(email, source="id_jag")
-    user = User(email=None, email_verified=False, phone=phone, phone_verified=True, created_at=utcnow(),
-                source="id_jag")
-    db.session.add(user)
-    db.session.flush()
-    return user
-
-
 def plan_for_delegation(iss: str, sub: str, *, email=None, phone=None, existing_only=False) -> tuple:
-    """The reads of resolve_for_delegation() (same order, same refusal) without a write: returns
-    (action, user_id) for provision(), so the ID-JAG registration can do every write in one burst.
+    """Who an ID-JAG speaks for, in the spec's order, read without a write: a prior delegation with the
+    same (iss, sub); else the user with this verified email; else this verified phone; else a user to
+    provision just in time, or 400 user_not_provisioned when only existing users may register agents.
+    email/phone are passed only when the provider asserted them verified. Returns (action, user_id) for
+    provision(), so the ID-JAG registration can do every write in one burst.
     action: "use" (nothing to write), "verify_email" / "verify_phone" (mark the found user's address
     verified), "provision_email" / "provision_phone" (a user provisioned just in time)."""
     from .models import Delegation
