@@ -82,18 +82,10 @@ def register(app):
     def scopes_remove(name):
         """Remove scope NAME (a scope held by a live credential can only be disabled)."""
         from . import audit
-        from .models import Credential
         row = db.session.execute(db.select(Scope).where(Scope.name == name)).scalar()
         if row is None:
             raise click.ClickException(f"no scope named {name}")
-        in_use = db.session.execute(db.select(Credential.id).where(
-            Credential.revoked_at.is_(None),
-            db.or_(Credential.expires_at.is_(None), Credential.expires_at > utcnow()),
-            # autoescape: "_" in a scope name must not act as a LIKE wildcard
-            db.or_(Credential.scopes == name, Credential.scopes.startswith(name + " ", autoescape=True),
-                   Credential.scopes.endswith(" " + name, autoescape=True),
-                   Credential.scopes.contains(" " + name + " ", autoescape=True))).limit(1)).first()
-        if in_use:
+        if scope_mod.in_use(name):
             row.enabled = False
             audit.record("scope.disabled", "admin", actor_id="cli", scope=name)
             db.session.commit()

@@ -223,13 +223,18 @@ def authenticate(token: str):
     return cred, reg, user, delegation
 
 
+def live(now=None):
+    """The SQL condition for a credential that still works: not revoked, not expired."""
+    now = now or utcnow()
+    return and_(Credential.revoked_at.is_(None), or_(Credential.expires_at.is_(None), Credential.expires_at > now))
+
+
 def revoke_where(*conditions, now=None) -> int:
     """Revoke every live credential matching the conditions in one UPDATE; returns how many."""
     now = now or utcnow()
     result = db.session.execute(
         update(Credential)
-        .where(and_(*conditions), Credential.revoked_at.is_(None),
-               or_(Credential.expires_at.is_(None), Credential.expires_at > now))
+        .where(and_(*conditions), live(now))
         .values(revoked_at=now)
         .execution_options(synchronize_session=False))
     return result.rowcount or 0

@@ -4,7 +4,7 @@ Each revoke_* is one UPDATE of credentials (credentials.revoke_where) plus the r
 and the audit rows, added to the caller's transaction; each returns how many credentials stopped working.
 The count_* twins tell a confirmation page how many would go, without changing anything.
 """
-from sqlalchemy import and_, or_, update
+from sqlalchemy import or_, update
 
 from . import audit, credentials
 from .extensions import db
@@ -14,15 +14,9 @@ from .util import utcnow
 LIVE_REGISTRATION = ("pending", "claimed", "active")
 
 
-def _live_credentials(now=None):
-    now = now or utcnow()
-    return and_(Credential.revoked_at.is_(None),
-                or_(Credential.expires_at.is_(None), Credential.expires_at > now))
-
-
 def _count(*conditions) -> int:
     return db.session.execute(
-        db.select(db.func.count(Credential.id)).where(_live_credentials(), *conditions)).scalar() or 0
+        db.select(db.func.count(Credential.id)).where(credentials.live(), *conditions)).scalar() or 0
 
 
 def _count_registrations(*conditions) -> int:
@@ -137,7 +131,7 @@ def _issuer_condition(iss: str):
 
 def count_issuer(iss: str) -> int:
     # a UNION of two indexed joins: an OR across two subqueries would scan every credential
-    live = _live_credentials()
+    live = credentials.live()
     ids = db.union(
         db.select(Credential.id).join(Delegation, Delegation.id == Credential.delegation_id)
         .where(Delegation.iss == iss, live),

@@ -43,6 +43,17 @@ def post_claim() -> list[str]:
     return names(post=True)
 
 
+def in_use(name: str) -> bool:
+    """Whether a live credential holds this scope (such a scope can be disabled, not deleted)."""
+    from .credentials import live
+    from .models import Credential
+    # autoescape: "_" in a scope name must not act as a LIKE wildcard
+    held = db.or_(Credential.scopes == name, Credential.scopes.startswith(name + " ", autoescape=True),
+                  Credential.scopes.endswith(" " + name, autoescape=True),
+                  Credential.scopes.contains(" " + name + " ", autoescape=True))
+    return db.session.execute(db.select(Credential.id).where(live(), held).limit(1)).first() is not None
+
+
 def seed() -> int:
     added = 0
     for pos, (name, desc, pre, post) in enumerate(SEED):

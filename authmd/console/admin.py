@@ -11,6 +11,7 @@ from flask_login import current_user
 from sqlalchemy import and_, or_
 
 from .. import audit, authdoc, revocation, settings
+from .. import scopes as scopes_room
 from ..extensions import db
 from ..models import (AuditEvent, AuthDocVersion, ClaimAttempt, Credential, Delegation, OutboxMail,
                       Registration, Scope, TrustedIssuer, User)
@@ -335,13 +336,6 @@ def issuer_test(issuer_id):
 
 
 # --- scopes -------------------------------------------------------------------------------------------
-def _scope_in_use(name: str) -> bool:
-    return db.session.execute(db.select(Credential.id).where(
-        revocation._live_credentials(),
-        or_(Credential.scopes == name, Credential.scopes.like(f"{name} %"),
-            Credential.scopes.like(f"% {name}"), Credential.scopes.like(f"% {name} %"))).limit(1)).first() is not None
-
-
 @bp.route("/scopes", methods=["GET", "POST"])
 @admin_required
 def scopes():
@@ -391,7 +385,7 @@ def scope_edit(scope_id):
             flash(f"Saved scope {row.name}.", "success")
             return redirect(url_for("admin.scopes"))
         status = 400
-    return render_template("console/scope_form.html", form=form, row=row, in_use=_scope_in_use(row.name)), status
+    return render_template("console/scope_form.html", form=form, row=row, in_use=scopes_room.in_use(row.name)), status
 
 
 @bp.route("/scopes/<int:scope_id>/delete", methods=["GET", "POST"])
@@ -399,7 +393,7 @@ def scope_edit(scope_id):
 def scope_delete(scope_id):
     row = db.session.get(Scope, scope_id) or abort(404)
     form = ButtonForm()
-    in_use = _scope_in_use(row.name)
+    in_use = scopes_room.in_use(row.name)
     if request.method == "POST" and form.validate_on_submit():
         if in_use:
             flash(f"{row.name} is held by live credentials: it can only be disabled.", "error")

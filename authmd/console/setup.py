@@ -6,7 +6,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from flask_login import login_user
 from sqlalchemy import delete
 
-from .. import audit, settings
+from .. import settings
 from ..extensions import db, limiter
 from ..models import Setting, User
 from ..secrets import digest, new_token, same
