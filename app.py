@@ -32,12 +32,16 @@ def create_app(test_config=None) -> Flask:
         _sqlite_pragmas(app)
 
     from authmd import health
-    from authmd.protocol import agent_auth, api, claim_page, errors, well_known
-    for bp in (well_known.bp, agent_auth.bp, api.bp, health.bp):
+    from authmd.protocol import agent_auth, api, claim_page, errors, revoke, well_known
+    for bp in (well_known.bp, agent_auth.bp, api.bp, revoke.bp, health.bp):
         csrf.exempt(bp)
         app.register_blueprint(bp)
     app.register_blueprint(claim_page.bp)
-    _optional_blueprints(app)
+    from authmd.console import register as register_console
+    register_console(app)
+    if app.config.get("DEV_PROVIDER"):
+        from authmd.devprovider import register as register_dev
+        register_dev(app)
     errors.register(app)
 
     @app.after_request
@@ -66,24 +70,6 @@ def _user_loader():
             return None
         user = db.session.get(User, int(user_id))
         return user if user is not None and user.is_active else None
-
-
-def _optional_blueprints(app):
-    """Rooms that later issues add register themselves here."""
-    try:
-        from authmd.protocol import revoke
-        csrf.exempt(revoke.bp)
-        app.register_blueprint(revoke.bp)
-    except ImportError:
-        pass
-    try:
-        from authmd.console import register as register_console
-        register_console(app)
-    except ImportError:
-        pass
-    if app.config.get("DEV_PROVIDER"):
-        from authmd.devprovider import register as register_dev
-        register_dev(app)
 
 
 def _migrations_dir():

@@ -119,11 +119,10 @@ def register(app):
 
     app.cli.add_command(outbox)
 
-    for extra in ("authmd.trust_cli", "authmd.console.cli", "authmd.devprovider.cli", "authmd.ops_cli"):
-        try:
-            module = __import__(extra, fromlist=["register"])
-        except ImportError:
-            continue
+    from . import ops_cli, trust_cli
+    from .console import cli as console_cli
+    from .devprovider import cli as devprovider_cli
+    for module in (trust_cli, console_cli, devprovider_cli, ops_cli):
         module.register(app)
 
 

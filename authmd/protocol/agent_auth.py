@@ -1,7 +1,7 @@
 """Agent endpoints room: registration, the agent's side of the claim, the claim page's JSON button."""
 from flask import Blueprint, jsonify, request
 
-from .. import claims, registration
+from .. import claims, idjag, registration
 from .. import ratelimit as rl
 from ..extensions import db, limiter
 from ..users import normalize_email
@@ -50,21 +50,13 @@ def register():
             email = normalize_email(body["assertion"])
             answer = registration.register_verified_email(email, wanted, ip=request.remote_addr, user_agent=_ua())
         elif atype == ID_JAG:
-            answer = _register_id_jag(body["assertion"], wanted)
+            answer = idjag.register(body["assertion"], wanted, ip=request.remote_addr, user_agent=_ua())
         else:
             raise ProtocolError(400, "invalid_request", f"Unknown assertion_type {atype[:100]!r}.")
     else:
         raise ProtocolError(400, "invalid_request", f"Unknown type {kind[:40]!r}.")
     db.session.commit()
     return _no_store(answer)
-
-
-def _register_id_jag(assertion: str, wanted: str) -> dict:
-    try:
-        from .. import idjag
-    except ImportError:
-        raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.") from None
-    return idjag.register(assertion, wanted, ip=request.remote_addr, user_agent=_ua())
 
 
 @bp.post("/agent/auth/claim")
