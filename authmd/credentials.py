@@ -1,5 +1,7 @@
 """Credentials room: issue, look up (the hot path on every API call), revoke."""
+import functools
 import os
+import sqlite3
 import threading
 import weakref
 from datetime import datetime, timedelta
@@ -40,70 +42,112 @@ def new_values(registration_id: str, cred_type: str, scopes: list[str], *, user_
 
 
 class Snapshot:
-    """A read-only copy of one row, taken by the hot path (attribute names as on the model).
+    """A read-only view of one table's columns in the hot path's row (attribute names as on the model).
 
-    Loading four ORM entities per API call was most of the hot path's cost (see bench/README.md);
-    a plain object built from one Core row costs a few microseconds. Never cached: built per request.
+    Loading four ORM entities per API call was most of the hot path's cost (see bench/README.md). A
+    snapshot only keeps a reference to the row; each attribute is a property reading its column (and,
+    on SQLite, parsing a DateTime or Boolean when it is read), so building one costs well under a
+    microsecond and a request pays only for the columns it looks at. Never cached: built per request.
+    The classes are made once per dialect by `_snapshot_class`.
     """
 
-    def __init__(self, names, values):
-        self.__dict__.update(zip(names, values))
+    __slots__ = ("_row",)
+    _fields: tuple = ()
+
+    def __init__(self, row):
+        self._row = row
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self._fields}
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.__dict__.get('id')!r}>"
+        return f"<{type(self).__name__} {self.id!r}>"
 
 
 class CredentialSnapshot(Snapshot):
+    __slots__ = ()
+
     @property
     def scope_list(self) -> list:
         return self.scopes.split() if self.scopes else []
 
 
 class UserSnapshot(Snapshot):
+    __slots__ = ()
+
     def public(self) -> dict:
         return {"id": self.id, "email": self.email, "email_verified": bool(self.email_verified), "name": self.name}
 
 
+def _column(index, convert=None):
+    if convert is None:
+        return property(lambda self: self._row[index])
+
+    def read(self):
+        value = self._row[index]
+        return None if value is None else convert(value)
+    return property(read)
+
+
+def _snapshot_class(name, base, columns, start, dialect):
+    """A Snapshot subclass reading `columns` from the row positions start, start+1, ..."""
+    namespace = {"__slots__": (), "_fields": tuple(c.key for c in columns)}
+    for offset, column in enumerate(columns):
+        convert = None
+        if dialect == "sqlite":  # SQLite hands back DateTime as text and Boolean as 0/1
+            if isinstance(column.type, DateTime):
+                convert = datetime.fromisoformat
+            elif isinstance(column.type, Boolean):
+                convert = bool
+        namespace[column.key] = _column(start + offset, convert)
+    return type(name, (base,), namespace)
+
+
+# What a protected view gets to read (g.credential, g.registration, g.user, g.delegation): the columns
+# that say who is calling and with what, nothing secret or merely administrative (no digests, no password
+# hash, no IP or User-Agent). Each column fetched costs the hot path time (bench/README.md), so the set
+# is kept to what the checks and a view need.
+VIEW_COLUMNS = (
+    (Credential, ("id", "type", "scopes", "registration_id", "user_id", "delegation_id", "created_at",
+                  "expires_at", "revoked_at", "last_used_at")),
+    (Registration, ("id", "type", "status", "email", "claim_expires_at", "agent_platform")),
+    (User, ("id", "email", "email_verified", "name", "is_active")),
+    (Delegation, ("id", "iss", "sub", "aud", "agent_platform", "agent_context_id")),
+)
+
+
 def _lookup_statement():
-    tables = [Credential.__table__, Registration.__table__, User.__table__, Delegation.__table__]
-    cred, reg, user, dele = tables
-    # every column but the user's password hash, which an API call has no business holding
-    columns = [list(cred.c), list(reg.c), [c for c in user.c if c.key != "password_hash"], list(dele.c)]
+    columns = [[model.__table__.c[name] for name in names] for model, names in VIEW_COLUMNS]
+    cred, reg, user, dele = (model.__table__ for model, _ in VIEW_COLUMNS)
     stmt = (db.select(*columns[0], *columns[1], *columns[2], *columns[3])
             .select_from(cred.join(reg, reg.c.id == cred.c.registration_id)
                          .outerjoin(user, user.c.id == cred.c.user_id)
                          .outerjoin(dele, dele.c.id == cred.c.delegation_id))
             .where(cred.c.digest == bindparam("digest")))
-    spans, start = [], 0
-    for cols in columns:
-        names = [c.key for c in cols]
-        spans.append((names, start, start + len(names)))
-        start += len(names)
-    return stmt, spans
+    return stmt, columns
 
 
-_LOOKUP, _SPANS = _lookup_statement()  # built once
+_LOOKUP, _COLUMNS = _lookup_statement()  # built once
 _PLANS: dict = {}
 
 
 def _plan(engine):
-    """The lookup compiled once per dialect to plain SQL, with the few type conversions SQLite needs.
+    """The lookup compiled once per dialect to plain SQL, and the four snapshot classes over its row.
 
-    The hot path runs it on a pooled DBAPI connection: SQLAlchemy's per-execution machinery (cache key,
+    The hot path runs it on a held DBAPI connection: SQLAlchemy's per-execution machinery (cache key,
     result metadata, processors) cost more than the indexed lookup itself (profile in bench/README.md).
     """
     name = engine.dialect.name
     plan = _PLANS.get(name)
     if plan is None:
         sql = str(_LOOKUP.compile(dialect=engine.dialect))
-        converters = []
-        if name == "sqlite":  # SQLite hands back DateTime as text and Boolean as 0/1
-            for index, column in enumerate(_LOOKUP.selected_columns):
-                if isinstance(column.type, DateTime):
-                    converters.append((index, datetime.fromisoformat))
-                elif isinstance(column.type, Boolean):
-                    converters.append((index, bool))
-        plan = _PLANS[name] = (sql, engine.dialect.positional, converters)
+        classes, start = [], 0
+        bases = [("CredentialSnapshot", CredentialSnapshot), ("RegistrationSnapshot", Snapshot),
+                 ("UserSnapshot", UserSnapshot), ("DelegationSnapshot", Snapshot)]
+        for (class_name, base), columns in zip(bases, _COLUMNS):
+            classes.append((_snapshot_class(class_name, base, columns, start, name), start))
+            start += len(columns)
+        plan = _PLANS[name] = (sql, engine.dialect.positional, classes)
     return plan
 
 
@@ -121,24 +165,29 @@ class _HeldConnection:
         self.engine_ref = None
         self.pid = None
         self.fairy = None
+        self.cursor = None
 
     def get(self, engine):
+        """The held connection's cursor factory."""
         if self.fairy is not None and self.pid == os.getpid() and self.engine_ref() is engine:
-            return self.fairy
+            return self.cursor
         self.drop()
         fairy = engine.raw_connection()
         raw = fairy.dbapi_connection
         if engine.dialect.name == "sqlite":
             raw.isolation_level = None
+            # a plain sqlite3 cursor: the lookup is a read, so the writer lock's cursor has nothing to do
+            self.cursor = functools.partial(sqlite3.Cursor, raw)
         else:
             raw.autocommit = True
+            self.cursor = raw.cursor
         self.fairy, self.pid, self.engine_ref = fairy, os.getpid(), weakref.ref(engine)
         if not event.contains(engine, "engine_disposed", _on_dispose):
             event.listen(engine, "engine_disposed", _on_dispose)
-        return fairy
+        return self.cursor
 
     def drop(self):
-        fairy, self.fairy, self.engine_ref = self.fairy, None, None
+        fairy, self.fairy, self.engine_ref, self.cursor = self.fairy, None, None, None
         if fairy is not None and self.pid == os.getpid():
             try:
                 fairy.invalidate()  # never back into the pool: it is in autocommit mode
@@ -154,8 +203,8 @@ def _on_dispose(engine):
         _held.drop()
 
 
-def _run(conn, sql, params):
-    cur = conn.cursor()
+def _run(cursor_factory, sql, params):
+    cur = cursor_factory()
     try:
         cur.execute(sql, params)
         return cur.fetchone()
@@ -164,8 +213,9 @@ def _run(conn, sql, params):
 
 
 def _lookup(token_digest: str):
+    """The row for this digest (or None) and the snapshot classes over it."""
     engine = db.engine
-    sql, positional, converters = _plan(engine)
+    sql, positional, classes = _plan(engine)
     params = (token_digest,) if positional else {"digest": token_digest}
     if threading.current_thread() is threading.main_thread():
         try:
@@ -176,16 +226,10 @@ def _lookup(token_digest: str):
     else:
         conn = engine.raw_connection()  # from the pool; close() hands it back (rolled back)
         try:
-            row = _run(conn, sql, params)
+            row = _run(conn.cursor, sql, params)
         finally:
             conn.close()
-    if row is None or not converters:
-        return row
-    row = list(row)
-    for index, convert in converters:
-        if row[index] is not None:
-            row[index] = convert(row[index])
-    return row
+    return row, classes
 
 
 def authenticate(token: str):
@@ -193,14 +237,12 @@ def authenticate(token: str):
 
     The four are read-only snapshots of this request's row (user and delegation None when absent).
     """
-    row = _lookup(digest(token))
+    row, ((cred_class, _), (reg_class, _), (user_class, user_at), (dele_class, dele_at)) = _lookup(digest(token))
     if row is None:
         raise ProtocolError(401, "invalid_token", "The credential is not known.")
-    (cn, c0, c1), (rn, r0, r1), (un, u0, u1), (dn, d0, d1) = _SPANS
-    cred = CredentialSnapshot(cn, row[c0:c1])
-    reg = Snapshot(rn, row[r0:r1])
-    user = UserSnapshot(un, row[u0:u1]) if row[u0] is not None else None
-    delegation = Snapshot(dn, row[d0:d1]) if row[d0] is not None else None
+    cred, reg = cred_class(row), reg_class(row)
+    user = user_class(row) if row[user_at] is not None else None
+    delegation = dele_class(row) if row[dele_at] is not None else None
     now = utcnow()
     if cred.revoked_at is not None:
         raise ProtocolError(401, "invalid_token", "The credential has been revoked.")
@@ -219,7 +261,6 @@ def authenticate(token: str):
         # at most one write a minute per credential, so the hot path stays a read
         db.session.execute(update(Credential).where(Credential.id == cred.id).values(last_used_at=now))
         db.session.commit()
-        cred.last_used_at = now
     return cred, reg, user, delegation
 
 

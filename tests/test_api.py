@@ -154,3 +154,29 @@ def test_the_credential_check_is_one_query(app, client):
     selects = [s for s in work if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 1 and "credentials.digest" in selects[0], work
     assert not [s for s in work if s.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE"))], work
+
+
+def test_a_protected_view_reads_typed_columns_and_no_secret(app, client):
+    """require_credential hands the view snapshots of the row: model attribute names, the models' types
+    (DateTime and Boolean parsed on SQLite too), and nothing secret or merely administrative."""
+    reg = register(client)
+    with app.app_context():
+        user = User(email="owner@example.com", email_verified=True, name="Owner", is_active=True,
+                    password_hash="scrypt:not-for-views", created_at=datetime(2026, 1, 2, 3, 4, 5))
+        db.session.add(user)
+        db.session.flush()
+        db.session.execute(db.update(Credential).values(user_id=user.id, expires_at=datetime(2099, 1, 1, 0, 0, 1)))
+        db.session.commit()
+    with app.test_request_context("/api/resource", headers={"Authorization": "Bearer " + reg["credential"]}):
+        cred, registration, owner, delegation = credentials.authenticate(reg["credential"])
+    assert delegation is None
+    assert cred.expires_at == datetime(2099, 1, 1, 0, 0, 1) and isinstance(cred.created_at, datetime)
+    assert cred.revoked_at is None and cred.scope_list == cred.scopes.split()
+    assert registration.id == reg["registration_id"] == cred.registration_id and registration.status == "pending"
+    assert owner.email_verified is True and owner.is_active is True and owner.id == cred.user_id
+    assert owner.public() == {"id": owner.id, "email": "owner@example.com", "email_verified": True, "name": "Owner"}
+    for snapshot, hidden in ((cred, "digest"), (registration, "claim_token_digest"), (registration, "ip"),
+                             (owner, "password_hash")):
+        assert not hasattr(snapshot, hidden), hidden
+    with pytest.raises(AttributeError):
+        cred.revoked_at = datetime(2026, 1, 1)  # read-only

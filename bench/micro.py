@@ -1,0 +1,105 @@
+"""Benchmark room: per-request cost of one endpoint inside the WSGI app, without a server or a profiler.
+
+Calls the Flask WSGI callable directly with a prepared environ, so what is timed is authmd + Flask +
+Werkzeug (what a gunicorn worker runs after parsing the request). Prints microseconds per request
+for the endpoint and for GET /healthz, interleaved in rounds so machine noise hits both alike.
+
+Usage: python -m bench.micro [hot|discovery|authmd|anonymous|idjag|revoke] [requests] [rounds]
+"""
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def environ(method, path, headers=None, body=b""):
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "localhost",
+           "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
+           "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+           "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+           "HTTP_HOST": "localhost:8000", "HTTP_USER_AGENT": "wrk", "CONTENT_LENGTH": str(len(body))}
+    if body:
+        env["CONTENT_TYPE"] = "application/json"
+    for k, v in (headers or {}).items():
+        env["HTTP_" + k.upper().replace("-", "_")] = v
+    return env
+
+
+def call(app, env, status_out):
+    def start_response(status, headers, exc_info=None):
+        status_out.append(status)
+    env = dict(env)
+    env["wsgi.input"] = io.BytesIO(env["wsgi.input"].getvalue())
+    it = app(env, start_response)
+    b"".join(it)
+    if hasattr(it, "close"):
+        it.close()
+
+
+def main():
+    which = sys.argv[1] if len(sys.argv) > 1 else "hot"
+    count = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+    from bench import load
+    from bench.bench import ID_JAG, Provider, prepare_database
+    url = os.environ.get("AUTHMD_BENCH_URL") or "sqlite:///" + os.path.join(tempfile.mkdtemp(), "m.sqlite3")
+    app, db = prepare_database(url)
+    with app.app_context():
+        loader = load.Loader(db.engine)
+        loader.registrations(10_000)
+        loader.credentials(0, 10_000, 10_000)
+    wsgi = app.wsgi_app
+    health = environ("GET", "/healthz")
+    envs = None
+    if which == "hot":
+        env = environ("GET", "/api/resource", {"Authorization": "Bearer " + load.token(42)})
+    elif which == "discovery":
+        env = environ("GET", "/.well-known/oauth-authorization-server")
+    elif which == "authmd":
+        env = environ("GET", "/auth.md")
+    elif which == "anonymous":
+        env = environ("POST", "/agent/auth", body=json.dumps(
+            {"type": "anonymous", "requested_credential_type": "api_key"}).encode())
+    elif which in ("idjag", "revoke"):
+        from authmd.models import TrustedIssuer
+        from authmd.util import utcnow
+        provider = Provider()
+        with app.app_context():
+            db.session.add(TrustedIssuer(issuer=provider.issuer, name="bench", enabled=True, created_at=utcnow()))
+            db.session.commit()
+        total = count * rounds + 50
+        bodies = [{"type": "identity_assertion", "assertion_type": ID_JAG, "assertion": provider.id_jag(n),
+                   "requested_credential_type": "access_token"} for n in range(total)]
+        envs = iter([environ("POST", "/agent/auth", body=json.dumps(b).encode()) for b in bodies])
+        if which == "revoke":
+            for _ in range(total):
+                call(wsgi, next(envs), [])
+            envs = iter([environ("POST", "/agent/auth/revoke", body=json.dumps(
+                {"logout_token": provider.logout(f"bench-user-{n}")}).encode()) for n in range(total)])
+    else:
+        raise SystemExit(__doc__)
+    status = []
+    for _ in range(50):
+        call(wsgi, next(envs) if envs else env, status)
+    assert all(s.startswith("200") for s in status), status
+    results = {"endpoint": [], "healthz": []}
+    for _ in range(rounds):
+        for name in ("healthz", "endpoint"):
+            status = []
+            t0 = time.perf_counter()
+            for _ in range(count):
+                call(wsgi, (next(envs) if envs else env) if name == "endpoint" else health, status)
+            results[name].append((time.perf_counter() - t0) / count * 1e6)
+            assert all(s.startswith("200") for s in status), status[:3]
+    med = {k: min(v) for k, v in results.items()}
+    print(f"{which}: {med['endpoint']:.0f} µs/request (best of {rounds}×{count}); "
+          f"healthz {med['healthz']:.0f} µs; difference {med['endpoint'] - med['healthz']:.0f} µs")
+
+
+if __name__ == "__main__":
+    main()
