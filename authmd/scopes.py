@@ -1,6 +1,7 @@
 """Scopes room: the scopes this service grants, kept in the database."""
 from .extensions import db
 from .models import Scope
+from .rawsql import Prepared, Runner
 from .util import utcnow
 
 SEED = [
@@ -20,7 +21,12 @@ _ENABLED_ROWS = (db.select(Scope.name, Scope.pre_claim, Scope.post_claim)
                  .where(Scope.enabled.is_(True)).order_by(Scope.position, Scope.name))
 
 
-def _enabled_rows() -> list:
+_ENABLED_ROWS_RAW = Prepared(_ENABLED_ROWS)
+
+
+def _enabled_rows(runner: Runner | None = None) -> list:
+    if runner is not None:  # booleans come back as the driver gives them (0/1 on SQLite): test truthiness
+        return runner.execute(_ENABLED_ROWS_RAW).fetchall()
     return db.session.execute(_ENABLED_ROWS).all()
 
 
@@ -29,9 +35,9 @@ def names(pre=None, post=None) -> list[str]:
             if (pre is None or bool(p) == pre) and (post is None or bool(q) == post)]
 
 
-def pre_and_post_claim() -> tuple[list[str], list[str]]:
+def pre_and_post_claim(runner: Runner | None = None) -> tuple[list[str], list[str]]:
     """Both lists from one read, for a registration that answers with both."""
-    rows = _enabled_rows()
+    rows = _enabled_rows(runner)
     return [name for name, p, _ in rows if p], [name for name, _, q in rows if q]
 
 

@@ -5,6 +5,7 @@ from flask import g, has_request_context
 
 from .extensions import db
 from .models import Setting
+from .rawsql import Prepared, Runner
 
 DEFAULTS = {
     "service_name": "authmd",
@@ -25,13 +26,17 @@ DEFAULTS = {
 
 
 _ALL = db.select(Setting.key, Setting.value)  # columns, built once: no ORM identity work per request
+_ALL_RAW = Prepared(_ALL)
 
 
-def all_settings() -> dict:
+def all_settings(runner: Runner | None = None) -> dict:
+    """Every setting, read once per request. With a rawsql.Runner (the registration paths), the read
+    runs on its cursor in the same transaction, without SQLAlchemy's per-statement work."""
     if has_request_context() and "authmd_settings" in g:
         return g.authmd_settings
     values = dict(DEFAULTS)
-    for key, value in db.session.execute(_ALL):
+    rows = runner.execute(_ALL_RAW).fetchall() if runner is not None else db.session.execute(_ALL)
+    for key, value in rows:
         if key in DEFAULTS:
             values[key] = json.loads(value)
     if has_request_context():
