@@ -53,11 +53,12 @@ def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -
                ip=ip, user_agent=(user_agent or None) and user_agent[:300])
     cred, secret = credentials.new_values(reg_id, "api_key", pre, now=now)
     created = audit.values("registration.created", "agent", registration_id=reg_id,
-                           registration_type="anonymous", scopes=pre, now=now)
+                           registration_type="anonymous", scopes=pre, now=now, ip=ip, user_agent=user_agent)
     run.execute(_INSERT_REGISTRATION, reg)
     cred_id = run.execute(_INSERT_CREDENTIAL, cred).fetchone()[0]
     issued = audit.values("credential.issued", "agent", registration_id=reg_id, credential_id=cred_id,
-                          credential_prefix=cred["prefix"], credential_type="api_key", scopes=pre, now=now)
+                          credential_prefix=cred["prefix"], credential_type="api_key", scopes=pre, now=now,
+                          ip=ip, user_agent=user_agent)
     audit.insert([created, issued], run)
     return {"registration_id": reg_id, "registration_type": "anonymous",
             "credential_type": "api_key", "credential": secret, "credential_expires": None,
