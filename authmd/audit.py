@@ -5,7 +5,7 @@ from flask import has_request_context, request
 
 from .extensions import db
 from .models import AuditEvent
-from .rawsql import Prepared, Runner
+from .rawsql import Prepared
 from .util import printable, utcnow
 
 SECRET_WORDS = ("credential", "token", "otp", "code", "password", "secret", "assertion")
@@ -36,18 +36,13 @@ def record(event: str, actor_kind: str = "system", **kwargs) -> AuditEvent:
     return row
 
 
-COLUMNS = ("created_at", "event", "actor_kind", "actor_id", "ip", "user_agent", "registration_id", "user_id",
-           "iss", "sub", "agent_platform", "agent_context_id", "data")  # the keys values() returns
-_INSERT = Prepared(AuditEvent.__table__.insert(), COLUMNS)
+_INSERT = Prepared(AuditEvent.__table__.insert())
 
 
-def insert(rows: list[dict], runner: Runner | None = None) -> None:
-    """Write rows built by values() now, in the caller's transaction, with one INSERT (no ORM flush);
-    on a rawsql.Runner's cursor when one is given."""
-    if runner is not None:
-        runner.executemany(_INSERT, rows)
-    else:
-        db.session.execute(AuditEvent.__table__.insert(), rows)
+def insert(rows: list[dict]) -> None:
+    """Write rows built by values() now, in the caller's transaction, with one INSERT run through rawsql
+    (no ORM flush, no per-statement SQLAlchemy work)."""
+    _INSERT.execute_many(rows)
 
 
 def as_dict(row: AuditEvent) -> dict:

@@ -41,9 +41,6 @@ def new_values(registration_id: str, cred_type: str, scopes: list[str], *, user_
                 delegation_id=delegation_id, created_at=now, expires_at=expires), token
 
 
-VALUE_COLUMNS = ("digest", "prefix", "type", "scopes", "registration_id", "user_id", "delegation_id",
-                 "created_at", "expires_at")  # the keys new_values() returns
-
 
 class Snapshot:
     """A read-only view of one table's columns in the hot path's row (attribute names as on the model).

@@ -1,68 +1,100 @@
-"""Raw-statement room: SQLAlchemy statements compiled once per dialect and run straight on a DBAPI cursor.
+"""Raw-statement room: Core statements compiled once per dialect and run straight on the DBAPI connection
+of the session's transaction, so they commit or roll back with the rest of the request.
 
-POST /agent/auth spent more time in SQLAlchemy's per-execution machinery (cache key, execution context,
-parameter processing, result metadata: ~0.1 ms a statement) than in the database (bench/README.md).
-A `Prepared` statement is built from an ordinary SQLAlchemy statement, compiled the first time it runs
-on a dialect, and from then on costs one `cursor.execute` with the dialect's own bind conversions
-(SQLite's DateTime-as-text, Boolean-as-int) and the columns' scalar defaults filled in, as SQLAlchemy
-itself would. A `Runner` runs them on the session's own DBAPI connection, inside the session's
-transaction: `db.session.commit()` / `rollback()` end it as usual, and on SQLite the writer lock
-(authmd/sqlite_lock.py) is taken by the first write exactly as before.
-
-Results come back as the driver gives them (no result processors): select text and integer columns,
-or convert the rest yourself.
+POST /agent/auth spent more time in SQLAlchemy's per-execution machinery (statement cache key, execution
+context, parameter processing, result object: ~0.1 ms a statement) than in the database (bench/README.md).
+What of that machinery matters is kept: Python-side scalar column defaults (a callable default is refused
+when the plan is made), the column types' bind and result processors (SQLite gets the same DateTime text
+and gives back DateTime and Boolean values), DBAPI errors raised as SQLAlchemy's (a lost connection is
+invalidated), and on SQLite the writer lock, which the connection's own cursor takes
+(authmd/sqlite_lock.py). What is skipped: the session's autoflush (use these where no ORM object is
+pending), ORM events (the configuration-cache invalidation in authdoc.py watches tables these statements
+do not write) and SQL echo. Values are bound by parameter name, as with session.execute; every name
+must be one of the statement's bind parameters (an INSERT or UPDATE sets the columns its parameters name).
 """
+from sqlalchemy.exc import DBAPIError
+
 from .extensions import db
 
 
 class Prepared:
-    def __init__(self, statement, column_keys=None):
-        self.statement = statement
-        self.column_keys = list(column_keys) if column_keys is not None else None
+    __slots__ = ("_build", "_plans")
+
+    def __init__(self, build):
+        """build: a Core statement, or a function of the dialect name returning one."""
+        self._build = build
         self._plans: dict = {}
 
-    def _plan(self, dialect):
-        plan = self._plans.get(dialect.name)
-        if plan is not None:
-            return plan
-        compiled = self.statement.compile(dialect=dialect, column_keys=self.column_keys)
-        processors = dict(compiled._bind_processors)
-        names = list(compiled.positiontup) if dialect.positional else list(compiled.binds)
+    def _plan(self, dialect, keys: tuple):
+        stmt = self._build(dialect.name) if callable(self._build) else self._build
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
         defaults = {}
-        table = getattr(self.statement, "table", None)
-        if table is not None:  # INSERT: columns with a Python-side default that the caller may leave out
-            for column in table.columns:
-                if column.key in names and column.default is not None:
-                    if not column.default.is_scalar:
-                        raise ValueError(f"{column.key}: only scalar defaults can be filled in without SQLAlchemy")
-                    defaults[column.key] = column.default.arg
-        plan = self._plans[dialect.name] = (str(compiled), dialect.positional, names, processors, defaults)
-        return plan
+        for column, default in ([(c, c.default) for c in compiled.insert_prefetch]
+                                + [(c, c.onupdate) for c in compiled.update_prefetch]):
+            if default is None or not default.is_scalar:
+                raise NotImplementedError(f"Prepared: {column} has a default that is not a plain value")
+            defaults[column.key] = default.arg
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        unknown = set(keys) - binds.keys()
+        if unknown:
+            raise KeyError(f"Prepared: {sorted(unknown)} are not parameters of {stmt}")
+        fixed = compiled.construct_params(dict(defaults, **dict.fromkeys(keys)))
+        order = compiled.positiontup if dialect.positional else list(fixed)
+        binders = tuple((name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in order)
+        readers = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
+                        for column in stmt.exported_columns)
+        return str(compiled), fixed, binders, dialect.positional, readers
 
-    def params(self, dialect, values: dict):
-        _, positional, names, processors, defaults = self._plan(dialect)
-        out = []
-        for name in names:
-            value = values[name] if name in values else defaults[name]
-            process = processors.get(name)
-            if process is not None and value is not None:
-                value = process(value)
-            out.append(value)
-        return tuple(out) if positional else dict(zip(names, out))
+    def _run(self, rows: list, fetch: str | None, many: bool = False):
+        connection = db.session.connection()  # begins the session's transaction if need be
+        dialect = connection.dialect
+        key = (dialect.name, tuple(rows[0]))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(dialect, key[1])
+        sql, fixed, binders, positional, readers = plan
+        args = []
+        for params in rows:
+            values = dict(fixed)
+            values.update(params)
+            if positional:
+                args.append([values[n] if bind is None else bind(values[n]) for n, bind in binders])
+            else:
+                args.append({n: values[n] if bind is None else bind(values[n]) for n, bind in binders})
+        raw = connection.connection.dbapi_connection
+        cursor = raw.cursor()
+        try:
+            if many:
+                cursor.executemany(sql, args)
+                fetched = []
+            else:
+                cursor.execute(sql, args[0])
+                fetched = [cursor.fetchone()] if fetch == "one" else cursor.fetchall() if fetch == "all" else []
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, raw, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(sql, args[0] if args else None, exc, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=lost, dialect=dialect) from exc
+        finally:
+            cursor.close()
+        if any(read is not None for read in readers):
+            fetched = [None if row is None else tuple(v if read is None else read(v) for v, read in zip(row, readers))
+                       for row in fetched]
+        return fetched
 
+    def first(self, params: dict | None = None) -> tuple | None:
+        """The first row (a plain tuple) of a SELECT or an INSERT/UPDATE … RETURNING, or None."""
+        return self._run([params or {}], "one")[0]
 
-class Runner:
-    """Runs Prepared statements on the session's DBAPI connection, in the session's transaction."""
+    def all(self, params: dict | None = None) -> list[tuple]:
+        """Every row (plain tuples) of a SELECT or a … RETURNING."""
+        return self._run([params or {}], "all")
 
-    def __init__(self):
-        conn = db.session.connection()  # begins the session's transaction if need be
-        self.dialect = conn.dialect
-        self.cursor = conn.connection.dbapi_connection.cursor()
+    def execute(self, params: dict | None = None) -> None:
+        self._run([params or {}], None)
 
-    def execute(self, prepared: Prepared, values: dict | None = None):
-        """Run once; returns the cursor (fetchone()/fetchall() for SELECT or RETURNING)."""
-        self.cursor.execute(prepared._plan(self.dialect)[0], prepared.params(self.dialect, values or {}))
-        return self.cursor
-
-    def executemany(self, prepared: Prepared, rows: list[dict]) -> None:
-        self.cursor.executemany(prepared._plan(self.dialect)[0], [prepared.params(self.dialect, row) for row in rows])
+    def execute_many(self, rows: list[dict]) -> None:
+        """The statement once per row (executemany); every row has the same parameter names."""
+        if rows:
+            self._run(rows, None, many=True)

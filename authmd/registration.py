@@ -4,7 +4,7 @@ from datetime import timedelta
 from . import audit, credentials, scopes, settings
 from .extensions import db
 from .models import Credential, Registration
-from .rawsql import Prepared, Runner
+from .rawsql import Prepared
 from .secrets import digest, new_id, new_token
 from .util import ProtocolError, iso, utcnow
 
@@ -24,25 +24,21 @@ def _new_registration(reg_type: str, *, ip=None, user_agent=None, email=None,
     return reg, claim_token
 
 
-_REG_COLUMNS = ("id", "type", "status", "email", "requested_credential_type", "claim_token_digest",
-                "claim_expires_at", "created_at", "ip", "user_agent")
-_INSERT_REGISTRATION = Prepared(Registration.__table__.insert(), _REG_COLUMNS)
-_INSERT_CREDENTIAL = Prepared(Credential.__table__.insert().returning(Credential.__table__.c.id),
-                              credentials.VALUE_COLUMNS)
+_INSERT_REGISTRATION = Prepared(Registration.__table__.insert())
+_INSERT_CREDENTIAL = Prepared(Credential.__table__.insert().returning(Credential.__table__.c.id))
 
 
 def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -> dict:
-    # Every statement runs on the session's DBAPI cursor (rawsql: SQLAlchemy's per-statement work cost more
-    # than the database), in the session's one transaction; the caller commits.
-    run = Runner()
-    cfg = settings.all_settings(run)
+    # Every statement runs through rawsql (SQLAlchemy's per-statement work cost more than the database),
+    # in the session's one transaction; the caller commits.
+    cfg = settings.all_settings(raw=True)
     if not cfg["anonymous_enabled"]:
         raise ProtocolError(400, "anonymous_not_enabled", "Anonymous registration is switched off here.")
     if requested_credential_type not in CREDENTIAL_TYPES["anonymous"]:
         raise ProtocolError(400, "unsupported_credential_type",
                             "Anonymous registration offers only requested_credential_type \"api_key\".")
     now = utcnow()
-    pre, post = scopes.pre_and_post_claim(run)  # one read of the scopes for both lists
+    pre, post = scopes.pre_and_post_claim(raw=True)  # one read of the scopes for both lists
     # Everything is built first, then written in one burst: on SQLite the writer lock is held from the
     # first INSERT to the commit, so that stretch is kept as short as it can be (the write lock
     # serializes every registration; bench/README.md).
@@ -54,12 +50,12 @@ def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -
     cred, secret = credentials.new_values(reg_id, "api_key", pre, now=now)
     created = audit.values("registration.created", "agent", registration_id=reg_id,
                            registration_type="anonymous", scopes=pre, now=now, ip=ip, user_agent=user_agent)
-    run.execute(_INSERT_REGISTRATION, reg)
-    cred_id = run.execute(_INSERT_CREDENTIAL, cred).fetchone()[0]
+    _INSERT_REGISTRATION.execute(reg)
+    cred_id = _INSERT_CREDENTIAL.first(cred)[0]
     issued = audit.values("credential.issued", "agent", registration_id=reg_id, credential_id=cred_id,
                           credential_prefix=cred["prefix"], credential_type="api_key", scopes=pre, now=now,
                           ip=ip, user_agent=user_agent)
-    audit.insert([created, issued], run)
+    audit.insert([created, issued])
     return {"registration_id": reg_id, "registration_type": "anonymous",
             "credential_type": "api_key", "credential": secret, "credential_expires": None,
             "scopes": pre, "claim_url": claim_url(), "claim_token": claim_token,

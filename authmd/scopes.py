@@ -1,7 +1,7 @@
 """Scopes room: the scopes this service grants, kept in the database."""
 from .extensions import db
 from .models import Scope
-from .rawsql import Prepared, Runner
+from .rawsql import Prepared
 from .util import utcnow
 
 SEED = [
@@ -24,10 +24,8 @@ _ENABLED_ROWS = (db.select(Scope.name, Scope.pre_claim, Scope.post_claim)
 _ENABLED_ROWS_RAW = Prepared(_ENABLED_ROWS)
 
 
-def _enabled_rows(runner: Runner | None = None) -> list:
-    if runner is not None:  # booleans come back as the driver gives them (0/1 on SQLite): test truthiness
-        return runner.execute(_ENABLED_ROWS_RAW).fetchall()
-    return db.session.execute(_ENABLED_ROWS).all()
+def _enabled_rows(raw: bool = False) -> list:
+    return _ENABLED_ROWS_RAW.all() if raw else db.session.execute(_ENABLED_ROWS).all()
 
 
 def names(pre=None, post=None) -> list[str]:
@@ -35,9 +33,9 @@ def names(pre=None, post=None) -> list[str]:
             if (pre is None or bool(p) == pre) and (post is None or bool(q) == post)]
 
 
-def pre_and_post_claim(runner: Runner | None = None) -> tuple[list[str], list[str]]:
-    """Both lists from one read, for a registration that answers with both."""
-    rows = _enabled_rows(runner)
+def pre_and_post_claim(raw: bool = False) -> tuple[list[str], list[str]]:
+    """Both lists from one read, for a registration that answers with both (raw: see settings.all_settings)."""
+    rows = _enabled_rows(raw)
     return [name for name, p, _ in rows if p], [name for name, _, q in rows if q]
 
 

@@ -5,7 +5,7 @@ from flask import g, has_request_context
 
 from .extensions import db
 from .models import Setting
-from .rawsql import Prepared, Runner
+from .rawsql import Prepared
 
 DEFAULTS = {
     "service_name": "authmd",
@@ -29,13 +29,14 @@ _ALL = db.select(Setting.key, Setting.value)  # columns, built once: no ORM iden
 _ALL_RAW = Prepared(_ALL)
 
 
-def all_settings(runner: Runner | None = None) -> dict:
-    """Every setting, read once per request. With a rawsql.Runner (the registration paths), the read
-    runs on its cursor in the same transaction, without SQLAlchemy's per-statement work."""
+def all_settings(raw: bool = False) -> dict:
+    """Every setting, read once per request. raw=True (the registration paths) reads them through
+    rawsql, in the same transaction, without SQLAlchemy's per-statement work (no autoflush: only where
+    no ORM object is pending)."""
     if has_request_context() and "authmd_settings" in g:
         return g.authmd_settings
     values = dict(DEFAULTS)
-    rows = runner.execute(_ALL_RAW).fetchall() if runner is not None else db.session.execute(_ALL)
+    rows = _ALL_RAW.all() if raw else db.session.execute(_ALL)
     for key, value in rows:
         if key in DEFAULTS:
             values[key] = json.loads(value)
