@@ -39,10 +39,10 @@ def record(event: str, actor_kind: str = "system", **kwargs) -> AuditEvent:
 _INSERT = Prepared(AuditEvent.__table__.insert())
 
 
-def insert(rows: list[dict]) -> None:
+def insert(rows: list[dict], connection=None) -> None:
     """Write rows built by values() now, in the caller's transaction, with one INSERT run through rawsql
     (no ORM flush, no per-statement SQLAlchemy work)."""
-    _INSERT.execute_many(rows)
+    _INSERT.execute_many(rows, connection=connection)
 
 
 def as_dict(row: AuditEvent) -> dict:

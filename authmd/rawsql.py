@@ -45,8 +45,9 @@ class Prepared:
                         for column in stmt.exported_columns)
         return str(compiled), fixed, binders, dialect.positional, readers
 
-    def _run(self, rows: list, fetch: str | None, many: bool = False):
-        connection = db.session.connection()  # begins the session's transaction if need be
+    def _run(self, rows: list, fetch: str | None, many: bool = False, connection=None):
+        if connection is None:
+            connection = db.session.connection()  # begins the session's transaction if need be
         dialect = connection.dialect
         key = (dialect.name, tuple(rows[0]))
         plan = self._plans.get(key)
@@ -83,18 +84,21 @@ class Prepared:
                        for row in fetched]
         return fetched
 
-    def first(self, params: dict | None = None) -> tuple | None:
+    # connection: db.session.connection(), when a caller runs several statements (it saves asking the
+    # session for it each time); by default the session's is asked for.
+
+    def first(self, params: dict | None = None, connection=None) -> tuple | None:
         """The first row (a plain tuple) of a SELECT or an INSERT/UPDATE … RETURNING, or None."""
-        return self._run([params or {}], "one")[0]
+        return self._run([params or {}], "one", connection=connection)[0]
 
-    def all(self, params: dict | None = None) -> list[tuple]:
+    def all(self, params: dict | None = None, connection=None) -> list[tuple]:
         """Every row (plain tuples) of a SELECT or a … RETURNING."""
-        return self._run([params or {}], "all")
+        return self._run([params or {}], "all", connection=connection)
 
-    def execute(self, params: dict | None = None) -> None:
-        self._run([params or {}], None)
+    def execute(self, params: dict | None = None, connection=None) -> None:
+        self._run([params or {}], None, connection=connection)
 
-    def execute_many(self, rows: list[dict]) -> None:
+    def execute_many(self, rows: list[dict], connection=None) -> None:
         """The statement once per row (executemany); every row has the same parameter names."""
         if rows:
-            self._run(rows, None, many=True)
+            self._run(rows, None, many=True, connection=connection)

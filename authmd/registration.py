@@ -31,14 +31,15 @@ _INSERT_CREDENTIAL = Prepared(Credential.__table__.insert().returning(Credential
 def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -> dict:
     # Every statement runs through rawsql (SQLAlchemy's per-statement work cost more than the database),
     # in the session's one transaction; the caller commits.
-    cfg = settings.all_settings(raw=True)
+    conn = db.session.connection()
+    cfg = settings.all_settings(conn)
     if not cfg["anonymous_enabled"]:
         raise ProtocolError(400, "anonymous_not_enabled", "Anonymous registration is switched off here.")
     if requested_credential_type not in CREDENTIAL_TYPES["anonymous"]:
         raise ProtocolError(400, "unsupported_credential_type",
                             "Anonymous registration offers only requested_credential_type \"api_key\".")
     now = utcnow()
-    pre, post = scopes.pre_and_post_claim(raw=True)  # one read of the scopes for both lists
+    pre, post = scopes.pre_and_post_claim(conn)  # one read of the scopes for both lists
     # Everything is built first, then written in one burst: on SQLite the writer lock is held from the
     # first INSERT to the commit, so that stretch is kept as short as it can be (the write lock
     # serializes every registration; bench/README.md).
@@ -50,12 +51,12 @@ def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -
     cred, secret = credentials.new_values(reg_id, "api_key", pre, now=now)
     created = audit.values("registration.created", "agent", registration_id=reg_id,
                            registration_type="anonymous", scopes=pre, now=now, ip=ip, user_agent=user_agent)
-    _INSERT_REGISTRATION.execute(reg)
-    cred_id = _INSERT_CREDENTIAL.first(cred)[0]
+    _INSERT_REGISTRATION.execute(reg, conn)
+    cred_id = _INSERT_CREDENTIAL.first(cred, conn)[0]
     issued = audit.values("credential.issued", "agent", registration_id=reg_id, credential_id=cred_id,
                           credential_prefix=cred["prefix"], credential_type="api_key", scopes=pre, now=now,
                           ip=ip, user_agent=user_agent)
-    audit.insert([created, issued])
+    audit.insert([created, issued], conn)
     return {"registration_id": reg_id, "registration_type": "anonymous",
             "credential_type": "api_key", "credential": secret, "credential_expires": None,
             "scopes": pre, "claim_url": claim_url(), "claim_token": claim_token,

@@ -24,8 +24,10 @@ _ENABLED_ROWS = (db.select(Scope.name, Scope.pre_claim, Scope.post_claim)
 _ENABLED_ROWS_RAW = Prepared(_ENABLED_ROWS)
 
 
-def _enabled_rows(raw: bool = False) -> list:
-    return _ENABLED_ROWS_RAW.all() if raw else db.session.execute(_ENABLED_ROWS).all()
+def _enabled_rows(connection=None) -> list:
+    if connection is not None:
+        return _ENABLED_ROWS_RAW.all(connection=connection)
+    return db.session.execute(_ENABLED_ROWS).all()
 
 
 def names(pre=None, post=None) -> list[str]:
@@ -33,9 +35,10 @@ def names(pre=None, post=None) -> list[str]:
             if (pre is None or bool(p) == pre) and (post is None or bool(q) == post)]
 
 
-def pre_and_post_claim(raw: bool = False) -> tuple[list[str], list[str]]:
-    """Both lists from one read, for a registration that answers with both (raw: see settings.all_settings)."""
-    rows = _enabled_rows(raw)
+def pre_and_post_claim(connection=None) -> tuple[list[str], list[str]]:
+    """Both lists from one read, for a registration that answers with both (connection: see
+    settings.all_settings)."""
+    rows = _enabled_rows(connection)
     return [name for name, p, _ in rows if p], [name for name, _, q in rows if q]
 
 

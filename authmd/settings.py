@@ -29,14 +29,14 @@ _ALL = db.select(Setting.key, Setting.value)  # columns, built once: no ORM iden
 _ALL_RAW = Prepared(_ALL)
 
 
-def all_settings(raw: bool = False) -> dict:
-    """Every setting, read once per request. raw=True (the registration paths) reads them through
-    rawsql, in the same transaction, without SQLAlchemy's per-statement work (no autoflush: only where
-    no ORM object is pending)."""
+def all_settings(connection=None) -> dict:
+    """Every setting, read once per request. Given the session's connection (the registration paths),
+    the read runs through rawsql, in the same transaction, without SQLAlchemy's per-statement work (no
+    autoflush: only where no ORM object is pending)."""
     if has_request_context() and "authmd_settings" in g:
         return g.authmd_settings
     values = dict(DEFAULTS)
-    rows = _ALL_RAW.all() if raw else db.session.execute(_ALL)
+    rows = _ALL_RAW.all(connection=connection) if connection is not None else db.session.execute(_ALL)
     for key, value in rows:
         if key in DEFAULTS:
             values[key] = json.loads(value)
