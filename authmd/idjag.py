@@ -2,11 +2,11 @@
 revocation by logout token (§4)."""
 from sqlalchemy import update
 
-from . import audit, credentials, scopes, settings, trust
+from . import audit, credentials, scopes, settings, trust, users
 from .extensions import db
 from .models import Credential, Delegation, Registration, TrustedIssuer
 from .secrets import new_id
-from .users import normalize_email, normalize_phone, plan_for_delegation, provision
+from .users import normalize_email, normalize_phone
 from .util import ProtocolError, iso, utcnow
 
 CREDENTIAL_TYPES = ("access_token", "api_key")
@@ -76,53 +76,66 @@ def register(assertion, requested_credential_type, *, ip=None, user_agent=None) 
         raise
 
 
-def _issuer_for(assertion) -> tuple[TrustedIssuer | None, bool]:
-    """The trusted-issuer row the token names (read once, handed to verify) and whether any enabled
-    issuer exists at all (only asked when the token's own issuer is not an enabled one)."""
-    try:
-        iss = trust.parse(assertion)[1].get("iss")
-    except ProtocolError:
-        iss = None  # verify() reports the parse error, after the issuer_not_enabled check as before
-    row = trust.get_issuer(iss) if isinstance(iss, str) and len(iss) <= 500 else None
+_issuers = TrustedIssuer.__table__
+_delegations = Delegation.__table__
+_registrations = Registration.__table__
+# Statements built once, selecting columns (no ORM entities, no identity map, no autoflush).
+# The token's issuer, with what verify(), the policy checks and the scopes read of it.
+_ISSUER = (db.select(_issuers.c.issuer, _issuers.c.enabled, _issuers.c.jwks_uri, _issuers.c.algorithms,
+                     _issuers.c.allow_private_jwks, _issuers.c.require_amr, _issuers.c.allowed_client_ids,
+                     _issuers.c.scopes)
+           .where(_issuers.c.issuer == db.bindparam("iss")))
+_ANY_ENABLED = db.select(_issuers.c.id).where(_issuers.c.enabled.is_(True)).limit(1)
+# (id, user_id, registration_id, whether that registration exists) of the delegation for one (iss, sub, aud)
+_DELEGATION_COLUMNS = (_delegations.c.id, _delegations.c.user_id, _delegations.c.registration_id,
+                       _registrations.c.id.is_not(None))
+_DELEGATION_FROM = _delegations.outerjoin(_registrations, _registrations.c.id == _delegations.c.registration_id)
+_DELEGATION_WHERE = (_delegations.c.iss == db.bindparam("iss"), _delegations.c.sub == db.bindparam("sub"),
+                     _delegations.c.aud == db.bindparam("aud"))
+_DELEGATION = db.select(*_DELEGATION_COLUMNS).select_from(_DELEGATION_FROM).where(*_DELEGATION_WHERE)
+# Everything the writes depend on, in one SELECT over a one-row table, each part an indexed lookup: that
+# delegation (outer-joined, so absent = NULLs), then the first two rules of the user resolution order.
+_ONE = db.select(db.literal_column("1").label("one")).subquery("one")
+_LOOKUP = (db.select(*_DELEGATION_COLUMNS, users.PRIOR_USER, users.EMAIL_USER.c.id,
+                     users.EMAIL_USER.c.email_verified)
+           .select_from(_ONE.outerjoin(_delegations, db.and_(*_DELEGATION_WHERE))
+                        .outerjoin(_registrations, _registrations.c.id == _delegations.c.registration_id)
+                        .outerjoin(users.EMAIL_USER, users.EMAIL_USER_ON)))
+
+
+def _issuer_for(claims) -> tuple:
+    """The trusted issuer the (not yet verified) token names, as a row of its columns (read once, handed
+    to verify), and whether any enabled issuer exists at all (only asked when the token's own issuer is
+    not an enabled one)."""
+    iss = claims.get("iss") if claims is not None else None
+    row = (db.session.execute(_ISSUER, {"iss": iss}).first()
+           if isinstance(iss, str) and len(iss) <= 500 else None)
     if row is not None and row.enabled:
         return row, True
-    anyone = db.session.execute(db.select(TrustedIssuer.id).where(TrustedIssuer.enabled.is_(True)).limit(1))
-    return row, anyone.first() is not None
-
-
-_DELEGATION = None
-
-
-def _delegation_query():
-    """(id, user_id, registration_id, whether that registration exists) for one (iss, sub, aud); built once."""
-    global _DELEGATION
-    if _DELEGATION is None:
-        d = Delegation.__table__
-        r = Registration.__table__
-        _DELEGATION = (db.select(d.c.id, d.c.user_id, d.c.registration_id, r.c.id.is_not(None))
-                       .select_from(d.outerjoin(r, r.c.id == d.c.registration_id))
-                       .where(d.c.iss == db.bindparam("iss"), d.c.sub == db.bindparam("sub"),
-                              d.c.aud == db.bindparam("aud")))
-    return _DELEGATION
+    return row, db.session.execute(_ANY_ENABLED).first() is not None
 
 
 def _register(assertion, wanted, *, ip, user_agent) -> dict:
-    # Every read comes first (settings, the issuer once, scopes, the user and delegation lookups), then the
-    # token is verified, and only then are the rows written with Core statements in one short burst
-    # (no ORM flush, no SAVEPOINT). On SQLite the writer lock is taken at the first write and held to the
-    # commit, so that stretch is kept as short as it can be (bench/README.md). A token refused at any
-    # step has written nothing, so its jti is not spent.
+    # Every read but the issuer's comes after the signature check and before the first write (settings,
+    # the issuer once, the scopes, and the delegation with the user resolution in one SELECT); then the
+    # rows are written with Core statements in one short burst (no ORM flush, no SAVEPOINT). On SQLite the
+    # writer lock is taken at the first write and held to the commit, so that stretch is kept as short as
+    # it can be (bench/README.md). A token refused at any step has written nothing, so its jti is not spent.
     cfg = settings.all_settings()
     if not cfg["id_jag_enabled"]:
         raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.")
-    issuer_row, any_enabled = _issuer_for(assertion)
+    try:
+        parsed = trust.parse(assertion)  # once: verify() takes it, and reports a parse error in its turn
+    except ProtocolError:
+        parsed = None
+    issuer_row, any_enabled = _issuer_for(parsed[1] if parsed is not None else None)
     if not any_enabled:
         raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.")
     if wanted not in CREDENTIAL_TYPES:
         raise ProtocolError(400, "unsupported_credential_type",
                             "requested_credential_type must be \"access_token\" or \"api_key\".")
     verified = trust.verify(assertion, typ=trust.ID_JAG_TYP, kind="id_jag", issuer_row=issuer_row,
-                            consume_jti=False)
+                            parsed=parsed, consume_jti=False)
     claims, row = verified.claims, verified.issuer
     _check_policy(claims, row)
     now = utcnow()
@@ -131,16 +144,17 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     aud = aud.rstrip("/")  # "https://x" and "https://x/" name the same audience: one delegation
     platform, context = agent_details(claims)
     email, phone = _verified_email(claims), _verified_phone(claims)
-    plan = plan_for_delegation(iss, sub, email=email, phone=phone,
-                               existing_only=bool(cfg["existing_users_only"]))
-    found = db.session.execute(_delegation_query(), {"iss": iss, "sub": sub, "aud": aud}).first()
+    *found, prior_user, email_user, email_verified = db.session.execute(
+        _LOOKUP, {"iss": iss, "sub": sub, "aud": aud, "email": email}).one()
+    plan = users.plan_for_delegation(prior_user, None if email_user is None else (email_user, email_verified),
+                                     email=email, phone=phone, existing_only=bool(cfg["existing_users_only"]))
     granted = granted_scopes(row)
 
     # --- writes. The jti first: a replay is refused before anything else is written.
     trust.insert_jti(iss, claims["jti"], verified.jti_keep_until)
-    user_id = provision(plan, email=email, phone=phone, now=now)
-    delegation_id, reg_id, created, deleg_user = _upsert_delegation(found, iss, sub, aud, user_id, platform,
-                                                                    context, now)
+    user_id = users.provision(plan, email=email, phone=phone, now=now)
+    delegation_id, reg_id, created, deleg_user = _upsert_delegation(found if found[0] is not None else None,
+                                                                    iss, sub, aud, user_id, platform, context, now)
     reg_values = dict(status="active", ended_at=None, requested_credential_type=wanted, ip=ip,
                       user_agent=(user_agent or None) and user_agent[:300], user_id=deleg_user)
     if platform:
@@ -182,7 +196,7 @@ def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
                  agent_context_id=context, first_seen=now, last_seen=now)).scalar()
         if inserted is not None:
             return inserted, reg_id, True, user_id
-        found = db.session.execute(_delegation_query(), {"iss": iss, "sub": sub, "aud": aud}).first()
+        found = db.session.execute(_DELEGATION, {"iss": iss, "sub": sub, "aud": aud}).first()
     delegation_id, deleg_user, reg_id, reg_exists = found
     values = dict(last_seen=now, revoked_at=None)
     if platform:

@@ -358,7 +358,7 @@ def test_issuer(issuer_row: TrustedIssuer) -> dict:
 class Verified:
     header: dict
     claims: dict
-    issuer: TrustedIssuer
+    issuer: TrustedIssuer  # or the row of its columns the caller handed in (verify's issuer_row)
     jti_keep_until: datetime | None = None  # set when the caller consumes the jti (consume_jti=False)
 
 
@@ -415,18 +415,20 @@ _UNSET = object()
 
 
 def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = False,
-           issuer_row=_UNSET, consume_jti: bool = True) -> Verified:
+           issuer_row=_UNSET, parsed: tuple | None = None, consume_jti: bool = True) -> Verified:
     """Steps 1-7 of §2.3 (and §4 for logout tokens), in order. Consumes the jti (replay store) inside
     a savepoint of the caller's transaction; raises ProtocolError with the spec's code.
 
-    issuer_row: the TrustedIssuer already read for the token's iss (or None), so it is not read twice.
+    issuer_row: the issuer already read for the token's iss (or None), so it is not read twice: a
+    TrustedIssuer, or a row with its columns (issuer, enabled, jwks_uri, algorithms, allow_private_jwks).
+    parsed: what parse(token) returned, when the caller has already parsed this token.
     consume_jti=False leaves the replay store to the caller, which must then call insert_jti() (the
     ID-JAG registration does, as the first of its writes)."""
     cfg = current_app.config
     skew = timedelta(seconds=int(cfg.get("CLOCK_SKEW", 60)))
     logout = kind == "logout"
     # 1. parse
-    header, claims = parse(token)
+    header, claims = parsed if parsed is not None else parse(token)
     # 2. typ, then alg against what any issuer could be allowed
     typ_value = header.get("typ")
     if not isinstance(typ_value, str) or typ_value.lower().removeprefix("application/") != typ:

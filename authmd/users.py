@@ -3,7 +3,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
-from .models import User
+from .models import Delegation, User
 from .util import ProtocolError, utcnow
 
 
@@ -47,29 +47,38 @@ def normalize_phone(value) -> str | None:
     return ("+" if value.strip().startswith("+") else "") + digits
 
 
-def plan_for_delegation(iss: str, sub: str, *, email=None, phone=None, existing_only=False) -> tuple:
-    """Who an ID-JAG speaks for, in the spec's order, read without a write: a prior delegation with the
-    same (iss, sub); else the user with this verified email; else this verified phone; else a user to
-    provision just in time, or 400 user_not_provisioned when only existing users may register agents.
-    email/phone are passed only when the provider asserted them verified. Returns (action, user_id) for
-    provision(), so the ID-JAG registration can do every write in one burst.
+# The first two rules of the resolution order as parts of a statement, so that the ID-JAG registration
+# reads them in the same SELECT as its delegation (bind parameters "iss", "sub" and "email"), built once:
+# the user behind the earliest delegation of (iss, sub), and the user with this email (an outer join).
+_users = User.__table__
+_prior = Delegation.__table__.alias("prior")
+PRIOR_USER = (db.select(_users.c.id).join(_prior, _prior.c.user_id == _users.c.id)
+              .where(_prior.c.iss == db.bindparam("iss"), _prior.c.sub == db.bindparam("sub"))
+              .order_by(_prior.c.id).limit(1).correlate(None).scalar_subquery().label("prior_user_id"))
+EMAIL_USER = _users.alias("email_user")
+EMAIL_USER_ON = EMAIL_USER.c.email == db.bindparam("email")
+_BY_PHONE = (db.select(_users.c.id, _users.c.phone_verified).where(_users.c.phone == db.bindparam("phone"))
+             .order_by(_users.c.id).limit(1))
+
+
+def plan_for_delegation(prior_user_id, email_user, *, email=None, phone=None, existing_only=False) -> tuple:
+    """Who an ID-JAG speaks for, in the spec's order, decided without a write: a prior delegation with the
+    same (iss, sub) (prior_user_id, read through PRIOR_USER); else the user with this verified email
+    (email_user: its (id, email_verified) read through EMAIL_USER, or None); else the user with this
+    verified phone (read here, only when it decides); else a user to provision just in time, or 400
+    user_not_provisioned when only existing users may register agents.
+    email/phone are passed only when the provider asserted them verified (email_user is read with that
+    email). Returns (action, user_id) for provision(), so the ID-JAG registration can do every write in
+    one burst.
     action: "use" (nothing to write), "verify_email" / "verify_phone" (mark the found user's address
     verified), "provision_email" / "provision_phone" (a user provisioned just in time)."""
-    from .models import Delegation
-    users = User.__table__
-    prior = db.session.execute(
-        db.select(users.c.id).join(Delegation.__table__, Delegation.__table__.c.user_id == users.c.id)
-        .where(Delegation.__table__.c.iss == iss, Delegation.__table__.c.sub == sub)
-        .order_by(Delegation.__table__.c.id).limit(1)).scalar()
-    if prior is not None:
-        return "use", prior
-    if email:
-        row = db.session.execute(db.select(users.c.id, users.c.email_verified).where(users.c.email == email)).first()
-        if row is not None:
-            return ("use" if row.email_verified else "verify_email"), row.id
+    if prior_user_id is not None:
+        return "use", prior_user_id
+    if email and email_user is not None:
+        user_id, verified = email_user
+        return ("use" if verified else "verify_email"), user_id
     if phone:
-        row = db.session.execute(db.select(users.c.id, users.c.phone_verified).where(users.c.phone == phone)
-                                 .order_by(users.c.id).limit(1)).first()
+        row = db.session.execute(_BY_PHONE, {"phone": phone}).first()
         if row is not None:
             return ("use" if row.phone_verified else "verify_phone"), row.id
     if existing_only:

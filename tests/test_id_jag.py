@@ -83,6 +83,37 @@ def test_registration_id_is_stable_per_delegation_and_delegation_records_the_age
         assert len({x.user_id for x in db.session.execute(db.select(Delegation)).scalars()}) == 2
 
 
+def test_a_delegation_whose_registration_is_gone_gets_a_new_one(app, client, provider, register_id_jag):
+    trust(app, provider)
+    first = register_id_jag(client, provider.id_jag()).json
+    with app.app_context():
+        d = db.session.execute(db.select(Delegation)).scalar_one()
+        d.registration_id = "reg_gone"  # names no registration row (delegations hold no foreign key to it)
+        db.session.commit()
+    again = register_id_jag(client, provider.id_jag())
+    assert again.status_code == 200, again.json
+    assert again.json["registration_id"] not in (first["registration_id"], "reg_gone")
+    with app.app_context():
+        d = db.session.execute(db.select(Delegation)).scalar_one()
+        reg = db.session.get(Registration, again.json["registration_id"])
+        assert d.registration_id == reg.id and reg.delegation_id == d.id and reg.status == "active"
+        assert reg.user_id == d.user_id is not None
+
+
+def test_a_delegation_without_a_user_gets_the_resolved_one(app, client, provider, register_id_jag):
+    trust(app, provider)
+    register_id_jag(client, provider.id_jag(email="ada@example.com"))
+    with app.app_context():
+        d = db.session.execute(db.select(Delegation)).scalar_one()
+        user_id, d.user_id = d.user_id, None
+        db.session.commit()
+    again = register_id_jag(client, provider.id_jag(email="ada@example.com"))
+    assert again.status_code == 200, again.json
+    with app.app_context():
+        assert db.session.execute(db.select(Delegation.user_id)).scalar_one() == user_id
+        assert db.session.get(Registration, again.json["registration_id"]).user_id == user_id
+
+
 def test_agent_details_fall_back_to_azp_and_act(app, client, provider, register_id_jag):
     trust(app, provider)
     r = register_id_jag(client, provider.id_jag(agent_platform=None, azp="claude.ai", act={"sub": "agent-run-9"}))
