@@ -93,6 +93,11 @@ _DELEGATION_FROM = _delegations.outerjoin(_registrations, _registrations.c.id ==
 _DELEGATION_WHERE = (_delegations.c.iss == db.bindparam("iss"), _delegations.c.sub == db.bindparam("sub"),
                      _delegations.c.aud == db.bindparam("aud"))
 _DELEGATION = db.select(*_DELEGATION_COLUMNS).select_from(_DELEGATION_FROM).where(*_DELEGATION_WHERE)
+# The writes (an UPDATE sets the columns its parameters name; "delegation_id" / "registration_id" pick the row)
+_UPDATE_DELEGATION = _delegations.update().where(_delegations.c.id == db.bindparam("delegation_id"))
+_INSERT_REGISTRATION = _registrations.insert()
+_UPDATE_REGISTRATION = _registrations.update().where(_registrations.c.id == db.bindparam("registration_id"))
+_INSERT_CREDENTIAL = Credential.__table__.insert().returning(Credential.__table__.c.id)
 # Everything the writes depend on, in one SELECT over a one-row table, each part an indexed lookup: that
 # delegation (outer-joined, so absent = NULLs), then the first two rules of the user resolution order.
 _ONE = db.select(db.literal_column("1").label("one")).subquery("one")
@@ -159,16 +164,14 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
                       user_agent=(user_agent or None) and user_agent[:300], user_id=deleg_user)
     if platform:
         reg_values["agent_platform"] = platform
-    table = Registration.__table__
     if created:
-        db.session.execute(table.insert(), dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
-                                                delegation_id=delegation_id, iss=iss))
+        db.session.execute(_INSERT_REGISTRATION, dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
+                                                      delegation_id=delegation_id, iss=iss))
     else:  # one registration per delegation; a revoked one comes back to life on a fresh ID-JAG
-        db.session.execute(table.update().where(table.c.id == reg_id).values(**reg_values))
+        db.session.execute(_UPDATE_REGISTRATION, dict(reg_values, registration_id=reg_id))
     cred, secret = credentials.new_values(reg_id, wanted, granted, user_id=user_id,
                                           delegation_id=delegation_id, now=now)
-    cred_id = db.session.execute(Credential.__table__.insert().returning(Credential.__table__.c.id),
-                                 cred).scalar_one()
+    cred_id = db.session.execute(_INSERT_CREDENTIAL, cred).scalar_one()
     who = {"iss": iss, "sub": sub, "agent_platform": platform, "agent_context_id": context}
     audit.insert([
         audit.values("registration.created", "agent", registration_id=reg_id, user_id=user_id, ip=ip,
@@ -187,18 +190,17 @@ def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
     for the winner's commit, then re-reads its row and so reuses its registration_id; on SQLite the
     writer lock already serializes the two, and the loser's re-read sees the winner's committed row).
     Returns (delegation id, registration id, whether that registration is new, the delegation's user)."""
-    table = Delegation.__table__
     if found is None:
         reg_id = new_id("reg_")
         inserted = db.session.execute(
-            trust.insert_on_conflict_do_nothing(table).returning(table.c.id),
+            trust.insert_on_conflict_do_nothing(_delegations, _delegations.c.id),
             dict(iss=iss, sub=sub, aud=aud, user_id=user_id, registration_id=reg_id, agent_platform=platform,
                  agent_context_id=context, first_seen=now, last_seen=now)).scalar()
         if inserted is not None:
             return inserted, reg_id, True, user_id
         found = db.session.execute(_DELEGATION, {"iss": iss, "sub": sub, "aud": aud}).first()
     delegation_id, deleg_user, reg_id, reg_exists = found
-    values = dict(last_seen=now, revoked_at=None)
+    values = dict(delegation_id=delegation_id, last_seen=now, revoked_at=None)
     if platform:
         values["agent_platform"] = platform
     if context:
@@ -208,7 +210,7 @@ def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
     created = not (reg_id and reg_exists)
     if created:
         reg_id = values["registration_id"] = new_id("reg_")
-    db.session.execute(table.update().where(table.c.id == delegation_id).values(**values))
+    db.session.execute(_UPDATE_DELEGATION, values)
     return delegation_id, reg_id, created, deleg_user
 
 

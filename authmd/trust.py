@@ -541,14 +541,26 @@ def remember_jti(iss: str, jti: str, keep_until: datetime) -> None:
         raise ProtocolError(400, "replay_detected", "This token was already used; every token is accepted once.") from None
 
 
-def insert_on_conflict_do_nothing(table):
-    """INSERT … ON CONFLICT DO NOTHING for this session's dialect (PostgreSQL and SQLite ≥ 3.24 both
-    have it): the unique constraint decides a race without a SAVEPOINT; rowcount / RETURNING say who won."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
+_ON_CONFLICT: dict = {}
+
+
+def insert_on_conflict_do_nothing(table, *returning):
+    """INSERT … ON CONFLICT DO NOTHING [RETURNING returning] for this session's dialect (PostgreSQL and
+    SQLite ≥ 3.24 both have it): the unique constraint decides a race without a SAVEPOINT; RETURNING says
+    who won. Built once per dialect: building it (and its cache key) anew cost as much as running it."""
+    dialect = db.session.get_bind().dialect.name
+    key = (dialect, table, returning)
+    stmt = _ON_CONFLICT.get(key)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table).on_conflict_do_nothing()
+        if returning:
+            stmt = stmt.returning(*returning)
+        _ON_CONFLICT[key] = stmt
+    return stmt
 
 
 def insert_jti(iss: str, jti: str, keep_until: datetime) -> None:
@@ -557,7 +569,7 @@ def insert_jti(iss: str, jti: str, keep_until: datetime) -> None:
     then sees the conflict; on SQLite the writer lock serializes them); no row returned means a replay
     (RETURNING, not rowcount: rowcount did not say 1 here on PostgreSQL through the ORM session)."""
     table = SeenJti.__table__
-    won = db.session.execute(insert_on_conflict_do_nothing(table).returning(table.c.jti),
+    won = db.session.execute(insert_on_conflict_do_nothing(table, table.c.jti),
                              dict(iss=iss, jti=jti, expires_at=keep_until)).first()
     if won is None:
         raise ProtocolError(400, "replay_detected", "This token was already used; every token is accepted once.")

@@ -87,6 +87,13 @@ def plan_for_delegation(prior_user_id, email_user, *, email=None, phone=None, ex
     return ("provision_email" if email else "provision_phone"), None
 
 
+# the writes of provision(), built once (bind parameter "user_id" names the user to update)
+_SET_EMAIL_VERIFIED = _users.update().where(_users.c.id == db.bindparam("user_id")).values(email_verified=True)
+_SET_PHONE_VERIFIED = _users.update().where(_users.c.id == db.bindparam("user_id")).values(phone_verified=True)
+_BY_EMAIL = db.select(_users.c.id, _users.c.email_verified).where(_users.c.email == db.bindparam("email"))
+_INSERT_RETURNING_ID = _users.insert().returning(_users.c.id)
+
+
 def provision(plan: tuple, *, email=None, phone=None, now=None) -> int:
     """The writes planned by plan_for_delegation(), as Core statements; returns the user id.
     A user provisioned by email is race-safe on the unique email: INSERT … ON CONFLICT DO NOTHING, and
@@ -94,23 +101,21 @@ def provision(plan: tuple, *, email=None, phone=None, now=None) -> int:
     between our reads and our writer lock), its row is read back and used, as find_or_provision_by_email does."""
     from .trust import insert_on_conflict_do_nothing
     action, user_id = plan
-    users = User.__table__
     if action == "verify_email":
-        db.session.execute(users.update().where(users.c.id == user_id).values(email_verified=True))
+        db.session.execute(_SET_EMAIL_VERIFIED, {"user_id": user_id})
     elif action == "verify_phone":
-        db.session.execute(users.update().where(users.c.id == user_id).values(phone_verified=True))
+        db.session.execute(_SET_PHONE_VERIFIED, {"user_id": user_id})
     elif action == "provision_email":
         user_id = db.session.execute(
-            insert_on_conflict_do_nothing(users).returning(users.c.id),
+            insert_on_conflict_do_nothing(_users, _users.c.id),
             dict(email=email, email_verified=True, created_at=now or utcnow(), source="id_jag")).scalar()
         if user_id is None:
-            row = db.session.execute(db.select(users.c.id, users.c.email_verified)
-                                     .where(users.c.email == email)).first()
+            row = db.session.execute(_BY_EMAIL, {"email": email}).first()
             user_id = row.id
             if not row.email_verified:
-                db.session.execute(users.update().where(users.c.id == user_id).values(email_verified=True))
+                db.session.execute(_SET_EMAIL_VERIFIED, {"user_id": user_id})
     elif action == "provision_phone":  # no unique phone: nothing to race for
-        user_id = db.session.execute(users.insert().returning(users.c.id),
+        user_id = db.session.execute(_INSERT_RETURNING_ID,
                                      dict(email=None, email_verified=False, phone=phone, phone_verified=True,
                                           created_at=now or utcnow(), source="id_jag")).scalar_one()
     return user_id
