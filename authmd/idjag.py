@@ -1,11 +1,14 @@
 """Agent-verified room: register an agent from a provider-signed ID-JAG (§2.3), and the provider's
 revocation by logout token (§4)."""
+from collections import namedtuple
+
 from sqlalchemy import update
 
 from . import audit, credentials, scopes, settings, trust, users
 from .extensions import db
 from .models import Credential, Delegation, Registration, TrustedIssuer
 from .secrets import new_id
+from .trust import Prepared
 from .users import normalize_email, normalize_phone
 from .util import ProtocolError, iso, utcnow
 
@@ -79,29 +82,33 @@ def register(assertion, requested_credential_type, *, ip=None, user_agent=None) 
 _issuers = TrustedIssuer.__table__
 _delegations = Delegation.__table__
 _registrations = Registration.__table__
-# Statements built once, selecting columns (no ORM entities, no identity map, no autoflush).
+# The statements of the registration, each compiled once per dialect and run on the session's transaction
+# (trust.Prepared): columns, not ORM entities; no identity map, no autoflush, no per-call statement building.
 # The token's issuer, with what verify(), the policy checks and the scopes read of it.
-_ISSUER = (db.select(_issuers.c.issuer, _issuers.c.enabled, _issuers.c.jwks_uri, _issuers.c.algorithms,
-                     _issuers.c.allow_private_jwks, _issuers.c.require_amr, _issuers.c.allowed_client_ids,
-                     _issuers.c.scopes)
-           .where(_issuers.c.issuer == db.bindparam("iss")))
-_ANY_ENABLED = db.select(_issuers.c.id).where(_issuers.c.enabled.is_(True)).limit(1)
+_ISSUER_COLUMNS = ("issuer", "enabled", "jwks_uri", "algorithms", "allow_private_jwks", "require_amr",
+                   "allowed_client_ids", "scopes")
+_Issuer = namedtuple("_Issuer", _ISSUER_COLUMNS)
+_ISSUER = Prepared(db.select(*(_issuers.c[name] for name in _ISSUER_COLUMNS))
+                   .where(_issuers.c.issuer == db.bindparam("iss")))
+_ANY_ENABLED = Prepared(db.select(_issuers.c.id).where(_issuers.c.enabled.is_(True)).limit(1))
 # (id, user_id, registration_id, whether that registration exists) of the delegation for one (iss, sub, aud)
 _DELEGATION_COLUMNS = (_delegations.c.id, _delegations.c.user_id, _delegations.c.registration_id,
                        _registrations.c.id.is_not(None))
 _DELEGATION_FROM = _delegations.outerjoin(_registrations, _registrations.c.id == _delegations.c.registration_id)
 _DELEGATION_WHERE = (_delegations.c.iss == db.bindparam("iss"), _delegations.c.sub == db.bindparam("sub"),
                      _delegations.c.aud == db.bindparam("aud"))
-_DELEGATION = db.select(*_DELEGATION_COLUMNS).select_from(_DELEGATION_FROM).where(*_DELEGATION_WHERE)
+_DELEGATION = Prepared(db.select(*_DELEGATION_COLUMNS).select_from(_DELEGATION_FROM).where(*_DELEGATION_WHERE))
 # The writes (an UPDATE sets the columns its parameters name; "delegation_id" / "registration_id" pick the row)
-_UPDATE_DELEGATION = _delegations.update().where(_delegations.c.id == db.bindparam("delegation_id"))
-_INSERT_REGISTRATION = _registrations.insert()
-_UPDATE_REGISTRATION = _registrations.update().where(_registrations.c.id == db.bindparam("registration_id"))
-_INSERT_CREDENTIAL = Credential.__table__.insert().returning(Credential.__table__.c.id)
+_INSERT_DELEGATION = Prepared(lambda dialect: trust.on_conflict_do_nothing(dialect, _delegations, _delegations.c.id))
+_UPDATE_DELEGATION = Prepared(_delegations.update().where(_delegations.c.id == db.bindparam("delegation_id")))
+_INSERT_REGISTRATION = Prepared(_registrations.insert())
+_UPDATE_REGISTRATION = Prepared(_registrations.update()
+                                .where(_registrations.c.id == db.bindparam("registration_id")))
+_INSERT_CREDENTIAL = Prepared(Credential.__table__.insert().returning(Credential.__table__.c.id))
 # Everything the writes depend on, in one SELECT over a one-row table, each part an indexed lookup: that
 # delegation (outer-joined, so absent = NULLs), then the first two rules of the user resolution order.
 _ONE = db.select(db.literal_column("1").label("one")).subquery("one")
-_LOOKUP = (db.select(*_DELEGATION_COLUMNS, users.PRIOR_USER, users.EMAIL_USER.c.id,
+_LOOKUP = Prepared(db.select(*_DELEGATION_COLUMNS, users.PRIOR_USER, users.EMAIL_USER.c.id,
                      users.EMAIL_USER.c.email_verified)
            .select_from(_ONE.outerjoin(_delegations, db.and_(*_DELEGATION_WHERE))
                         .outerjoin(_registrations, _registrations.c.id == _delegations.c.registration_id)
@@ -113,11 +120,12 @@ def _issuer_for(claims) -> tuple:
     to verify), and whether any enabled issuer exists at all (only asked when the token's own issuer is
     not an enabled one)."""
     iss = claims.get("iss") if claims is not None else None
-    row = (db.session.execute(_ISSUER, {"iss": iss}).first()
-           if isinstance(iss, str) and len(iss) <= 500 else None)
-    if row is not None and row.enabled:
-        return row, True
-    return row, db.session.execute(_ANY_ENABLED).first() is not None
+    row = _ISSUER.first({"iss": iss}) if isinstance(iss, str) and len(iss) <= 500 else None
+    if row is not None:
+        row = _Issuer._make(row)
+        if row.enabled:
+            return row, True
+    return row, _ANY_ENABLED.first() is not None
 
 
 def _register(assertion, wanted, *, ip, user_agent) -> dict:
@@ -149,8 +157,8 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     aud = aud.rstrip("/")  # "https://x" and "https://x/" name the same audience: one delegation
     platform, context = agent_details(claims)
     email, phone = _verified_email(claims), _verified_phone(claims)
-    *found, prior_user, email_user, email_verified = db.session.execute(
-        _LOOKUP, {"iss": iss, "sub": sub, "aud": aud, "email": email}).one()
+    *found, prior_user, email_user, email_verified = _LOOKUP.first({"iss": iss, "sub": sub, "aud": aud,
+                                                                     "email": email})
     plan = users.plan_for_delegation(prior_user, None if email_user is None else (email_user, email_verified),
                                      email=email, phone=phone, existing_only=bool(cfg["existing_users_only"]))
     granted = granted_scopes(row)
@@ -165,13 +173,13 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     if platform:
         reg_values["agent_platform"] = platform
     if created:
-        db.session.execute(_INSERT_REGISTRATION, dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
-                                                      delegation_id=delegation_id, iss=iss))
+        _INSERT_REGISTRATION.execute(dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
+                                          delegation_id=delegation_id, iss=iss))
     else:  # one registration per delegation; a revoked one comes back to life on a fresh ID-JAG
-        db.session.execute(_UPDATE_REGISTRATION, dict(reg_values, registration_id=reg_id))
+        _UPDATE_REGISTRATION.execute(dict(reg_values, registration_id=reg_id))
     cred, secret = credentials.new_values(reg_id, wanted, granted, user_id=user_id,
                                           delegation_id=delegation_id, now=now)
-    cred_id = db.session.execute(_INSERT_CREDENTIAL, cred).scalar_one()
+    cred_id = _INSERT_CREDENTIAL.first(cred)[0]
     who = {"iss": iss, "sub": sub, "agent_platform": platform, "agent_context_id": context}
     audit.insert([
         audit.values("registration.created", "agent", registration_id=reg_id, user_id=user_id, ip=ip,
@@ -192,13 +200,12 @@ def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
     Returns (delegation id, registration id, whether that registration is new, the delegation's user)."""
     if found is None:
         reg_id = new_id("reg_")
-        inserted = db.session.execute(
-            trust.insert_on_conflict_do_nothing(_delegations, _delegations.c.id),
+        inserted = _INSERT_DELEGATION.first(
             dict(iss=iss, sub=sub, aud=aud, user_id=user_id, registration_id=reg_id, agent_platform=platform,
-                 agent_context_id=context, first_seen=now, last_seen=now)).scalar()
+                 agent_context_id=context, first_seen=now, last_seen=now))
         if inserted is not None:
-            return inserted, reg_id, True, user_id
-        found = db.session.execute(_DELEGATION, {"iss": iss, "sub": sub, "aud": aud}).first()
+            return inserted[0], reg_id, True, user_id
+        found = _DELEGATION.first({"iss": iss, "sub": sub, "aud": aud})
     delegation_id, deleg_user, reg_id, reg_exists = found
     values = dict(delegation_id=delegation_id, last_seen=now, revoked_at=None)
     if platform:
@@ -210,7 +217,7 @@ def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
     created = not (reg_id and reg_exists)
     if created:
         reg_id = values["registration_id"] = new_id("reg_")
-    db.session.execute(_UPDATE_DELEGATION, values)
+    _UPDATE_DELEGATION.execute(values)
     return delegation_id, reg_id, created, deleg_user
 
 

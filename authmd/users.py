@@ -4,6 +4,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
 from .models import Delegation, User
+from .trust import Prepared, on_conflict_do_nothing
 from .util import ProtocolError, utcnow
 
 
@@ -57,8 +58,8 @@ PRIOR_USER = (db.select(_users.c.id).join(_prior, _prior.c.user_id == _users.c.i
               .order_by(_prior.c.id).limit(1).correlate(None).scalar_subquery().label("prior_user_id"))
 EMAIL_USER = _users.alias("email_user")
 EMAIL_USER_ON = EMAIL_USER.c.email == db.bindparam("email")
-_BY_PHONE = (db.select(_users.c.id, _users.c.phone_verified).where(_users.c.phone == db.bindparam("phone"))
-             .order_by(_users.c.id).limit(1))
+_BY_PHONE = Prepared(db.select(_users.c.id, _users.c.phone_verified).where(_users.c.phone == db.bindparam("phone"))
+                    .order_by(_users.c.id).limit(1))
 
 
 def plan_for_delegation(prior_user_id, email_user, *, email=None, phone=None, existing_only=False) -> tuple:
@@ -78,44 +79,47 @@ def plan_for_delegation(prior_user_id, email_user, *, email=None, phone=None, ex
         user_id, verified = email_user
         return ("use" if verified else "verify_email"), user_id
     if phone:
-        row = db.session.execute(_BY_PHONE, {"phone": phone}).first()
+        row = _BY_PHONE.first({"phone": phone})
         if row is not None:
-            return ("use" if row.phone_verified else "verify_phone"), row.id
+            user_id, verified = row
+            return ("use" if verified else "verify_phone"), user_id
     if existing_only:
         raise ProtocolError(400, "user_not_provisioned",
                             "Only existing users of this service may register agents; ask an administrator.")
     return ("provision_email" if email else "provision_phone"), None
 
 
-# the writes of provision(), built once (bind parameter "user_id" names the user to update)
-_SET_EMAIL_VERIFIED = _users.update().where(_users.c.id == db.bindparam("user_id")).values(email_verified=True)
-_SET_PHONE_VERIFIED = _users.update().where(_users.c.id == db.bindparam("user_id")).values(phone_verified=True)
-_BY_EMAIL = db.select(_users.c.id, _users.c.email_verified).where(_users.c.email == db.bindparam("email"))
-_INSERT_RETURNING_ID = _users.insert().returning(_users.c.id)
+# the writes of provision(), on the session's transaction (bind parameter "user_id" names the user to update)
+_SET_EMAIL_VERIFIED = Prepared(_users.update().where(_users.c.id == db.bindparam("user_id"))
+                               .values(email_verified=True))
+_SET_PHONE_VERIFIED = Prepared(_users.update().where(_users.c.id == db.bindparam("user_id"))
+                               .values(phone_verified=True))
+_BY_EMAIL = Prepared(db.select(_users.c.id, _users.c.email_verified).where(_users.c.email == db.bindparam("email")))
+_INSERT = Prepared(_users.insert().returning(_users.c.id))
+_INSERT_BY_EMAIL = Prepared(lambda dialect: on_conflict_do_nothing(dialect, _users, _users.c.id))
 
 
 def provision(plan: tuple, *, email=None, phone=None, now=None) -> int:
-    """The writes planned by plan_for_delegation(), as Core statements; returns the user id.
+    """The writes planned by plan_for_delegation(), as Core statements in the session's transaction
+    (trust.Prepared); returns the user id.
     A user provisioned by email is race-safe on the unique email: INSERT … ON CONFLICT DO NOTHING, and
     when a concurrent twin won (another worker or node on PostgreSQL; on SQLite one that committed
     between our reads and our writer lock), its row is read back and used, as find_or_provision_by_email does."""
-    from .trust import insert_on_conflict_do_nothing
     action, user_id = plan
     if action == "verify_email":
-        db.session.execute(_SET_EMAIL_VERIFIED, {"user_id": user_id})
+        _SET_EMAIL_VERIFIED.execute({"user_id": user_id})
     elif action == "verify_phone":
-        db.session.execute(_SET_PHONE_VERIFIED, {"user_id": user_id})
+        _SET_PHONE_VERIFIED.execute({"user_id": user_id})
     elif action == "provision_email":
-        user_id = db.session.execute(
-            insert_on_conflict_do_nothing(_users, _users.c.id),
-            dict(email=email, email_verified=True, created_at=now or utcnow(), source="id_jag")).scalar()
-        if user_id is None:
-            row = db.session.execute(_BY_EMAIL, {"email": email}).first()
-            user_id = row.id
-            if not row.email_verified:
-                db.session.execute(_SET_EMAIL_VERIFIED, {"user_id": user_id})
+        won = _INSERT_BY_EMAIL.first(dict(email=email, email_verified=True, created_at=now or utcnow(),
+                                          source="id_jag"))
+        if won is not None:
+            user_id = won[0]
+        else:
+            user_id, verified = _BY_EMAIL.first({"email": email})
+            if not verified:
+                _SET_EMAIL_VERIFIED.execute({"user_id": user_id})
     elif action == "provision_phone":  # no unique phone: nothing to race for
-        user_id = db.session.execute(_INSERT_RETURNING_ID,
-                                     dict(email=None, email_verified=False, phone=phone, phone_verified=True,
-                                          created_at=now or utcnow(), source="id_jag")).scalar_one()
+        user_id = _INSERT.first(dict(email=None, email_verified=False, phone=phone, phone_verified=True,
+                                     created_at=now or utcnow(), source="id_jag"))[0]
     return user_id
