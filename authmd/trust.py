@@ -621,7 +621,7 @@ class Prepared:
         values = dict(fixed)
         values.update(params)
         if positional:
-            args = tuple(values[n] if bind is None else bind(values[n]) for n, bind in binders)
+            args = [values[n] if bind is None else bind(values[n]) for n, bind in binders]
         else:
             args = {n: values[n] if bind is None else bind(values[n]) for n, bind in binders}
         raw = connection.connection.dbapi_connection
