@@ -1,12 +1,15 @@
 """Agent-verified room: register an agent from a provider-signed ID-JAG (§2.3), and the provider's
 revocation by logout token (§4)."""
+from collections import namedtuple
+
 from sqlalchemy import update
 
-from . import audit, credentials, scopes, settings, trust
+from . import audit, credentials, scopes, settings, trust, users
 from .extensions import db
 from .models import Credential, Delegation, Registration, TrustedIssuer
 from .secrets import new_id
-from .users import normalize_email, normalize_phone, plan_for_delegation, provision
+from .trust import Prepared
+from .users import normalize_email, normalize_phone
 from .util import ProtocolError, iso, utcnow
 
 CREDENTIAL_TYPES = ("access_token", "api_key")
@@ -76,53 +79,76 @@ def register(assertion, requested_credential_type, *, ip=None, user_agent=None) 
         raise
 
 
-def _issuer_for(assertion) -> tuple[TrustedIssuer | None, bool]:
-    """The trusted-issuer row the token names (read once, handed to verify) and whether any enabled
-    issuer exists at all (only asked when the token's own issuer is not an enabled one)."""
-    try:
-        iss = trust.parse(assertion)[1].get("iss")
-    except ProtocolError:
-        iss = None  # verify() reports the parse error, after the issuer_not_enabled check as before
-    row = trust.get_issuer(iss) if isinstance(iss, str) and len(iss) <= 500 else None
-    if row is not None and row.enabled:
-        return row, True
-    anyone = db.session.execute(db.select(TrustedIssuer.id).where(TrustedIssuer.enabled.is_(True)).limit(1))
-    return row, anyone.first() is not None
+_issuers = TrustedIssuer.__table__
+_delegations = Delegation.__table__
+_registrations = Registration.__table__
+# The statements of the registration, each compiled once per dialect and run on the session's transaction
+# (trust.Prepared): columns, not ORM entities; no identity map, no autoflush, no per-call statement building.
+# The token's issuer, with what verify(), the policy checks and the scopes read of it.
+_ISSUER_COLUMNS = ("issuer", "enabled", "jwks_uri", "algorithms", "allow_private_jwks", "require_amr",
+                   "allowed_client_ids", "scopes")
+_Issuer = namedtuple("_Issuer", _ISSUER_COLUMNS)
+_ISSUER = Prepared(db.select(*(_issuers.c[name] for name in _ISSUER_COLUMNS))
+                   .where(_issuers.c.issuer == db.bindparam("iss")))
+_ANY_ENABLED = Prepared(db.select(_issuers.c.id).where(_issuers.c.enabled.is_(True)).limit(1))
+# (id, user_id, registration_id, whether that registration exists) of the delegation for one (iss, sub, aud)
+_DELEGATION_COLUMNS = (_delegations.c.id, _delegations.c.user_id, _delegations.c.registration_id,
+                       _registrations.c.id.is_not(None))
+_DELEGATION_FROM = _delegations.outerjoin(_registrations, _registrations.c.id == _delegations.c.registration_id)
+_DELEGATION_WHERE = (_delegations.c.iss == db.bindparam("iss"), _delegations.c.sub == db.bindparam("sub"),
+                     _delegations.c.aud == db.bindparam("aud"))
+_DELEGATION = Prepared(db.select(*_DELEGATION_COLUMNS).select_from(_DELEGATION_FROM).where(*_DELEGATION_WHERE))
+# The writes (an UPDATE sets the columns its parameters name; "delegation_id" / "registration_id" pick the row)
+_INSERT_DELEGATION = Prepared(lambda dialect: trust.on_conflict_do_nothing(dialect, _delegations, _delegations.c.id))
+_UPDATE_DELEGATION = Prepared(_delegations.update().where(_delegations.c.id == db.bindparam("delegation_id")))
+_INSERT_REGISTRATION = Prepared(_registrations.insert())
+_UPDATE_REGISTRATION = Prepared(_registrations.update()
+                                .where(_registrations.c.id == db.bindparam("registration_id")))
+_INSERT_CREDENTIAL = Prepared(Credential.__table__.insert().returning(Credential.__table__.c.id))
+# Everything the writes depend on, in one SELECT over a one-row table, each part an indexed lookup: that
+# delegation (outer-joined, so absent = NULLs), then the first two rules of the user resolution order.
+_ONE = db.select(db.literal_column("1").label("one")).subquery("one")
+_LOOKUP = Prepared(db.select(*_DELEGATION_COLUMNS, users.PRIOR_USER, users.EMAIL_USER.c.id,
+                     users.EMAIL_USER.c.email_verified)
+           .select_from(_ONE.outerjoin(_delegations, db.and_(*_DELEGATION_WHERE))
+                        .outerjoin(_registrations, _registrations.c.id == _delegations.c.registration_id)
+                        .outerjoin(users.EMAIL_USER, users.EMAIL_USER_ON)))
 
 
-_DELEGATION = None
-
-
-def _delegation_query():
-    """(id, user_id, registration_id, whether that registration exists) for one (iss, sub, aud); built once."""
-    global _DELEGATION
-    if _DELEGATION is None:
-        d = Delegation.__table__
-        r = Registration.__table__
-        _DELEGATION = (db.select(d.c.id, d.c.user_id, d.c.registration_id, r.c.id.is_not(None))
-                       .select_from(d.outerjoin(r, r.c.id == d.c.registration_id))
-                       .where(d.c.iss == db.bindparam("iss"), d.c.sub == db.bindparam("sub"),
-                              d.c.aud == db.bindparam("aud")))
-    return _DELEGATION
+def _issuer_for(claims) -> tuple:
+    """The trusted issuer the (not yet verified) token names, as a row of its columns (read once, handed
+    to verify), and whether any enabled issuer exists at all (only asked when the token's own issuer is
+    not an enabled one)."""
+    iss = claims.get("iss") if claims is not None else None
+    row = _ISSUER.first({"iss": iss}) if isinstance(iss, str) and len(iss) <= 500 else None
+    if row is not None:
+        row = _Issuer._make(row)
+        if row.enabled:
+            return row, True
+    return row, _ANY_ENABLED.first() is not None
 
 
 def _register(assertion, wanted, *, ip, user_agent) -> dict:
-    # Every read comes first (settings, the issuer once, scopes, the user and delegation lookups), then the
-    # token is verified, and only then are the rows written with Core statements in one short burst
-    # (no ORM flush, no SAVEPOINT). On SQLite the writer lock is taken at the first write and held to the
-    # commit, so that stretch is kept as short as it can be (bench/README.md). A token refused at any
-    # step has written nothing, so its jti is not spent.
+    # Every read but the issuer's comes after the signature check and before the first write (settings,
+    # the issuer once, the scopes, and the delegation with the user resolution in one SELECT); then the
+    # rows are written with Core statements in one short burst (no ORM flush, no SAVEPOINT). On SQLite the
+    # writer lock is taken at the first write and held to the commit, so that stretch is kept as short as
+    # it can be (bench/README.md). A token refused at any step has written nothing, so its jti is not spent.
     cfg = settings.all_settings()
     if not cfg["id_jag_enabled"]:
         raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.")
-    issuer_row, any_enabled = _issuer_for(assertion)
+    try:
+        parsed = trust.parse(assertion)  # once: verify() takes it, and reports a parse error in its turn
+    except ProtocolError:
+        parsed = None
+    issuer_row, any_enabled = _issuer_for(parsed[1] if parsed is not None else None)
     if not any_enabled:
         raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.")
     if wanted not in CREDENTIAL_TYPES:
         raise ProtocolError(400, "unsupported_credential_type",
                             "requested_credential_type must be \"access_token\" or \"api_key\".")
     verified = trust.verify(assertion, typ=trust.ID_JAG_TYP, kind="id_jag", issuer_row=issuer_row,
-                            consume_jti=False)
+                            parsed=parsed, consume_jti=False)
     claims, row = verified.claims, verified.issuer
     _check_policy(claims, row)
     now = utcnow()
@@ -131,30 +157,29 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     aud = aud.rstrip("/")  # "https://x" and "https://x/" name the same audience: one delegation
     platform, context = agent_details(claims)
     email, phone = _verified_email(claims), _verified_phone(claims)
-    plan = plan_for_delegation(iss, sub, email=email, phone=phone,
-                               existing_only=bool(cfg["existing_users_only"]))
-    found = db.session.execute(_delegation_query(), {"iss": iss, "sub": sub, "aud": aud}).first()
+    *found, prior_user, email_user, email_verified = _LOOKUP.first({"iss": iss, "sub": sub, "aud": aud,
+                                                                     "email": email})
+    plan = users.plan_for_delegation(prior_user, None if email_user is None else (email_user, email_verified),
+                                     email=email, phone=phone, existing_only=bool(cfg["existing_users_only"]))
     granted = granted_scopes(row)
 
     # --- writes. The jti first: a replay is refused before anything else is written.
     trust.insert_jti(iss, claims["jti"], verified.jti_keep_until)
-    user_id = provision(plan, email=email, phone=phone, now=now)
-    delegation_id, reg_id, created, deleg_user = _upsert_delegation(found, iss, sub, aud, user_id, platform,
-                                                                    context, now)
+    user_id = users.provision(plan, email=email, phone=phone, now=now)
+    delegation_id, reg_id, created, deleg_user = _upsert_delegation(found if found[0] is not None else None,
+                                                                    iss, sub, aud, user_id, platform, context, now)
     reg_values = dict(status="active", ended_at=None, requested_credential_type=wanted, ip=ip,
                       user_agent=(user_agent or None) and user_agent[:300], user_id=deleg_user)
     if platform:
         reg_values["agent_platform"] = platform
-    table = Registration.__table__
     if created:
-        db.session.execute(table.insert(), dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
-                                                delegation_id=delegation_id, iss=iss))
+        _INSERT_REGISTRATION.execute(dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
+                                          delegation_id=delegation_id, iss=iss))
     else:  # one registration per delegation; a revoked one comes back to life on a fresh ID-JAG
-        db.session.execute(table.update().where(table.c.id == reg_id).values(**reg_values))
+        _UPDATE_REGISTRATION.execute(dict(reg_values, registration_id=reg_id))
     cred, secret = credentials.new_values(reg_id, wanted, granted, user_id=user_id,
                                           delegation_id=delegation_id, now=now)
-    cred_id = db.session.execute(Credential.__table__.insert().returning(Credential.__table__.c.id),
-                                 cred).scalar_one()
+    cred_id = _INSERT_CREDENTIAL.first(cred)[0]
     who = {"iss": iss, "sub": sub, "agent_platform": platform, "agent_context_id": context}
     audit.insert([
         audit.values("registration.created", "agent", registration_id=reg_id, user_id=user_id, ip=ip,
@@ -173,18 +198,16 @@ def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
     for the winner's commit, then re-reads its row and so reuses its registration_id; on SQLite the
     writer lock already serializes the two, and the loser's re-read sees the winner's committed row).
     Returns (delegation id, registration id, whether that registration is new, the delegation's user)."""
-    table = Delegation.__table__
     if found is None:
         reg_id = new_id("reg_")
-        inserted = db.session.execute(
-            trust.insert_on_conflict_do_nothing(table).returning(table.c.id),
+        inserted = _INSERT_DELEGATION.first(
             dict(iss=iss, sub=sub, aud=aud, user_id=user_id, registration_id=reg_id, agent_platform=platform,
-                 agent_context_id=context, first_seen=now, last_seen=now)).scalar()
+                 agent_context_id=context, first_seen=now, last_seen=now))
         if inserted is not None:
-            return inserted, reg_id, True, user_id
-        found = db.session.execute(_delegation_query(), {"iss": iss, "sub": sub, "aud": aud}).first()
+            return inserted[0], reg_id, True, user_id
+        found = _DELEGATION.first({"iss": iss, "sub": sub, "aud": aud})
     delegation_id, deleg_user, reg_id, reg_exists = found
-    values = dict(last_seen=now, revoked_at=None)
+    values = dict(delegation_id=delegation_id, last_seen=now, revoked_at=None)
     if platform:
         values["agent_platform"] = platform
     if context:
@@ -194,7 +217,7 @@ def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
     created = not (reg_id and reg_exists)
     if created:
         reg_id = values["registration_id"] = new_id("reg_")
-    db.session.execute(table.update().where(table.c.id == delegation_id).values(**values))
+    _UPDATE_DELEGATION.execute(values)
     return delegation_id, reg_id, created, deleg_user
 
 

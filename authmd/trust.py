@@ -358,7 +358,7 @@ def test_issuer(issuer_row: TrustedIssuer) -> dict:
 class Verified:
     header: dict
     claims: dict
-    issuer: TrustedIssuer
+    issuer: TrustedIssuer  # or the row of its columns the caller handed in (verify's issuer_row)
     jti_keep_until: datetime | None = None  # set when the caller consumes the jti (consume_jti=False)
 
 
@@ -415,18 +415,20 @@ _UNSET = object()
 
 
 def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = False,
-           issuer_row=_UNSET, consume_jti: bool = True) -> Verified:
+           issuer_row=_UNSET, parsed: tuple | None = None, consume_jti: bool = True) -> Verified:
     """Steps 1-7 of §2.3 (and §4 for logout tokens), in order. Consumes the jti (replay store) inside
     a savepoint of the caller's transaction; raises ProtocolError with the spec's code.
 
-    issuer_row: the TrustedIssuer already read for the token's iss (or None), so it is not read twice.
+    issuer_row: the issuer already read for the token's iss (or None), so it is not read twice: a
+    TrustedIssuer, or a row with its columns (issuer, enabled, jwks_uri, algorithms, allow_private_jwks).
+    parsed: what parse(token) returned, when the caller has already parsed this token.
     consume_jti=False leaves the replay store to the caller, which must then call insert_jti() (the
     ID-JAG registration does, as the first of its writes)."""
     cfg = current_app.config
     skew = timedelta(seconds=int(cfg.get("CLOCK_SKEW", 60)))
     logout = kind == "logout"
     # 1. parse
-    header, claims = parse(token)
+    header, claims = parsed if parsed is not None else parse(token)
     # 2. typ, then alg against what any issuer could be allowed
     typ_value = header.get("typ")
     if not isinstance(typ_value, str) or typ_value.lower().removeprefix("application/") != typ:
@@ -539,14 +541,116 @@ def remember_jti(iss: str, jti: str, keep_until: datetime) -> None:
         raise ProtocolError(400, "replay_detected", "This token was already used; every token is accepted once.") from None
 
 
-def insert_on_conflict_do_nothing(table):
-    """INSERT … ON CONFLICT DO NOTHING for this session's dialect (PostgreSQL and SQLite ≥ 3.24 both
-    have it): the unique constraint decides a race without a SAVEPOINT; rowcount / RETURNING say who won."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
+_ON_CONFLICT: dict = {}
+
+
+def on_conflict_do_nothing(dialect: str, table, *returning):
+    """INSERT … ON CONFLICT DO NOTHING [RETURNING returning] for a dialect (PostgreSQL and SQLite ≥ 3.24
+    both have it): the unique constraint decides a race without a SAVEPOINT; RETURNING says who won.
+    Built once per dialect: building it (and its cache key) anew cost as much as running it."""
+    key = (dialect, table, returning)
+    stmt = _ON_CONFLICT.get(key)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table).on_conflict_do_nothing()
+        if returning:
+            stmt = stmt.returning(*returning)
+        _ON_CONFLICT[key] = stmt
+    return stmt
+
+
+def insert_on_conflict_do_nothing(table, *returning):
+    """on_conflict_do_nothing() for this session's dialect."""
+    return on_conflict_do_nothing(db.session.get_bind().dialect.name, table, *returning)
+
+
+class Prepared:
+    """A Core statement compiled once per dialect (and per set of parameter names) and run straight on the
+    DBAPI connection of the session's transaction, so it commits or rolls back with the rest of the request.
+
+    SQLAlchemy's per-execution machinery (statement cache key, execution context, result object) cost
+    more than the statement itself on the ID-JAG registration (bench/README.md). What of it matters is
+    kept: Python-side scalar column defaults (a callable default is refused when the plan is made), the
+    column types' bind and result processors (SQLite gets the same DateTime text and gives back
+    DateTime and Boolean values), DBAPI errors raised as SQLAlchemy's (a lost connection is invalidated),
+    and on SQLite the writer lock, which the connection's own cursor takes (authmd/sqlite_lock.py).
+    What is skipped: the session's autoflush (use it where no ORM object is pending), ORM events (the
+    configuration-cache invalidation in authdoc.py watches tables these statements do not write) and
+    SQL echo. Values are bound by parameter name, as with session.execute; every name must be one of
+    the statement's bind parameters (an UPDATE sets the columns its parameters name).
+    """
+
+    __slots__ = ("_build", "_plans")
+
+    def __init__(self, build):
+        """build: a Core statement, or a function of the dialect name returning one."""
+        self._build = build
+        self._plans: dict = {}
+
+    def _plan(self, dialect, keys: tuple):
+        stmt = self._build(dialect.name) if callable(self._build) else self._build
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
+        defaults = {}
+        for column, default in ([(c, c.default) for c in compiled.insert_prefetch]
+                                + [(c, c.onupdate) for c in compiled.update_prefetch]):
+            if default is None or not default.is_scalar:
+                raise NotImplementedError(f"Prepared: {column} has a default that is not a plain value")
+            defaults[column.key] = default.arg
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        unknown = set(keys) - binds.keys()
+        if unknown:
+            raise KeyError(f"Prepared: {sorted(unknown)} are not parameters of {stmt}")
+        fixed = compiled.construct_params(dict(defaults, **dict.fromkeys(keys)))
+        order = compiled.positiontup if dialect.positional else list(fixed)
+        binders = tuple((name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in order)
+        readers = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
+                        for column in stmt.exported_columns)
+        return str(compiled), fixed, binders, dialect.positional, readers
+
+    def _run(self, params: dict, fetch: bool):
+        connection = db.session.connection()
+        dialect = connection.dialect
+        key = (dialect.name, tuple(params))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(dialect, key[1])
+        sql, fixed, binders, positional, readers = plan
+        values = dict(fixed)
+        values.update(params)
+        if positional:
+            args = [values[n] if bind is None else bind(values[n]) for n, bind in binders]
+        else:
+            args = {n: values[n] if bind is None else bind(values[n]) for n, bind in binders}
+        raw = connection.connection.dbapi_connection
+        cursor = raw.cursor()
+        try:
+            cursor.execute(sql, args)
+            row = cursor.fetchone() if fetch else None
+        except dialect.loaded_dbapi.Error as exc:
+            from sqlalchemy.exc import DBAPIError
+            lost = dialect.is_disconnect(exc, raw, cursor)
+            if lost:
+                connection.invalidate(exc)
+            raise DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
+                                      dialect=dialect) from exc
+        finally:
+            cursor.close()
+        if row is not None:
+            row = tuple(v if read is None else read(v) for v, read in zip(row, readers))
+        return row
+
+    def first(self, params: dict | None = None) -> tuple | None:
+        """The first row (a plain tuple) of a SELECT or an INSERT/UPDATE … RETURNING, or None."""
+        return self._run(params or {}, True)
+
+    def execute(self, params: dict | None = None) -> None:
+        self._run(params or {}, False)
+
+
+_INSERT_JTI = Prepared(lambda dialect: on_conflict_do_nothing(dialect, SeenJti.__table__, SeenJti.__table__.c.jti))
 
 
 def insert_jti(iss: str, jti: str, keep_until: datetime) -> None:
@@ -554,10 +658,7 @@ def insert_jti(iss: str, jti: str, keep_until: datetime) -> None:
     decides, across workers and nodes (on PostgreSQL a concurrent twin waits for the first transaction,
     then sees the conflict; on SQLite the writer lock serializes them); no row returned means a replay
     (RETURNING, not rowcount: rowcount did not say 1 here on PostgreSQL through the ORM session)."""
-    table = SeenJti.__table__
-    won = db.session.execute(insert_on_conflict_do_nothing(table).returning(table.c.jti),
-                             dict(iss=iss, jti=jti, expires_at=keep_until)).first()
-    if won is None:
+    if _INSERT_JTI.first(dict(iss=iss, jti=jti, expires_at=keep_until)) is None:
         raise ProtocolError(400, "replay_detected", "This token was already used; every token is accepted once.")
 
 

@@ -3,7 +3,8 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
-from .models import User
+from .models import Delegation, User
+from .trust import Prepared, on_conflict_do_nothing
 from .util import ProtocolError, utcnow
 
 
@@ -47,61 +48,78 @@ def normalize_phone(value) -> str | None:
     return ("+" if value.strip().startswith("+") else "") + digits
 
 
-def plan_for_delegation(iss: str, sub: str, *, email=None, phone=None, existing_only=False) -> tuple:
-    """Who an ID-JAG speaks for, in the spec's order, read without a write: a prior delegation with the
-    same (iss, sub); else the user with this verified email; else this verified phone; else a user to
-    provision just in time, or 400 user_not_provisioned when only existing users may register agents.
-    email/phone are passed only when the provider asserted them verified. Returns (action, user_id) for
-    provision(), so the ID-JAG registration can do every write in one burst.
+# The first two rules of the resolution order as parts of a statement, so that the ID-JAG registration
+# reads them in the same SELECT as its delegation (bind parameters "iss", "sub" and "email"), built once:
+# the user behind the earliest delegation of (iss, sub), and the user with this email (an outer join).
+_users = User.__table__
+_prior = Delegation.__table__.alias("prior")
+PRIOR_USER = (db.select(_users.c.id).join(_prior, _prior.c.user_id == _users.c.id)
+              .where(_prior.c.iss == db.bindparam("iss"), _prior.c.sub == db.bindparam("sub"))
+              .order_by(_prior.c.id).limit(1).correlate(None).scalar_subquery().label("prior_user_id"))
+EMAIL_USER = _users.alias("email_user")
+EMAIL_USER_ON = EMAIL_USER.c.email == db.bindparam("email")
+_BY_PHONE = Prepared(db.select(_users.c.id, _users.c.phone_verified).where(_users.c.phone == db.bindparam("phone"))
+                    .order_by(_users.c.id).limit(1))
+
+
+def plan_for_delegation(prior_user_id, email_user, *, email=None, phone=None, existing_only=False) -> tuple:
+    """Who an ID-JAG speaks for, in the spec's order, decided without a write: a prior delegation with the
+    same (iss, sub) (prior_user_id, read through PRIOR_USER); else the user with this verified email
+    (email_user: its (id, email_verified) read through EMAIL_USER, or None); else the user with this
+    verified phone (read here, only when it decides); else a user to provision just in time, or 400
+    user_not_provisioned when only existing users may register agents.
+    email/phone are passed only when the provider asserted them verified (email_user is read with that
+    email). Returns (action, user_id) for provision(), so the ID-JAG registration can do every write in
+    one burst.
     action: "use" (nothing to write), "verify_email" / "verify_phone" (mark the found user's address
     verified), "provision_email" / "provision_phone" (a user provisioned just in time)."""
-    from .models import Delegation
-    users = User.__table__
-    prior = db.session.execute(
-        db.select(users.c.id).join(Delegation.__table__, Delegation.__table__.c.user_id == users.c.id)
-        .where(Delegation.__table__.c.iss == iss, Delegation.__table__.c.sub == sub)
-        .order_by(Delegation.__table__.c.id).limit(1)).scalar()
-    if prior is not None:
-        return "use", prior
-    if email:
-        row = db.session.execute(db.select(users.c.id, users.c.email_verified).where(users.c.email == email)).first()
-        if row is not None:
-            return ("use" if row.email_verified else "verify_email"), row.id
+    if prior_user_id is not None:
+        return "use", prior_user_id
+    if email and email_user is not None:
+        user_id, verified = email_user
+        return ("use" if verified else "verify_email"), user_id
     if phone:
-        row = db.session.execute(db.select(users.c.id, users.c.phone_verified).where(users.c.phone == phone)
-                                 .order_by(users.c.id).limit(1)).first()
+        row = _BY_PHONE.first({"phone": phone})
         if row is not None:
-            return ("use" if row.phone_verified else "verify_phone"), row.id
+            user_id, verified = row
+            return ("use" if verified else "verify_phone"), user_id
     if existing_only:
         raise ProtocolError(400, "user_not_provisioned",
                             "Only existing users of this service may register agents; ask an administrator.")
     return ("provision_email" if email else "provision_phone"), None
 
 
+# the writes of provision(), on the session's transaction (bind parameter "user_id" names the user to update)
+_SET_EMAIL_VERIFIED = Prepared(_users.update().where(_users.c.id == db.bindparam("user_id"))
+                               .values(email_verified=True))
+_SET_PHONE_VERIFIED = Prepared(_users.update().where(_users.c.id == db.bindparam("user_id"))
+                               .values(phone_verified=True))
+_BY_EMAIL = Prepared(db.select(_users.c.id, _users.c.email_verified).where(_users.c.email == db.bindparam("email")))
+_INSERT = Prepared(_users.insert().returning(_users.c.id))
+_INSERT_BY_EMAIL = Prepared(lambda dialect: on_conflict_do_nothing(dialect, _users, _users.c.id))
+
+
 def provision(plan: tuple, *, email=None, phone=None, now=None) -> int:
-    """The writes planned by plan_for_delegation(), as Core statements; returns the user id.
+    """The writes planned by plan_for_delegation(), as Core statements in the session's transaction
+    (trust.Prepared); returns the user id.
     A user provisioned by email is race-safe on the unique email: INSERT … ON CONFLICT DO NOTHING, and
     when a concurrent twin won (another worker or node on PostgreSQL; on SQLite one that committed
     between our reads and our writer lock), its row is read back and used, as find_or_provision_by_email does."""
-    from .trust import insert_on_conflict_do_nothing
     action, user_id = plan
-    users = User.__table__
     if action == "verify_email":
-        db.session.execute(users.update().where(users.c.id == user_id).values(email_verified=True))
+        _SET_EMAIL_VERIFIED.execute({"user_id": user_id})
     elif action == "verify_phone":
-        db.session.execute(users.update().where(users.c.id == user_id).values(phone_verified=True))
+        _SET_PHONE_VERIFIED.execute({"user_id": user_id})
     elif action == "provision_email":
-        user_id = db.session.execute(
-            insert_on_conflict_do_nothing(users).returning(users.c.id),
-            dict(email=email, email_verified=True, created_at=now or utcnow(), source="id_jag")).scalar()
-        if user_id is None:
-            row = db.session.execute(db.select(users.c.id, users.c.email_verified)
-                                     .where(users.c.email == email)).first()
-            user_id = row.id
-            if not row.email_verified:
-                db.session.execute(users.update().where(users.c.id == user_id).values(email_verified=True))
+        won = _INSERT_BY_EMAIL.first(dict(email=email, email_verified=True, created_at=now or utcnow(),
+                                          source="id_jag"))
+        if won is not None:
+            user_id = won[0]
+        else:
+            user_id, verified = _BY_EMAIL.first({"email": email})
+            if not verified:
+                _SET_EMAIL_VERIFIED.execute({"user_id": user_id})
     elif action == "provision_phone":  # no unique phone: nothing to race for
-        user_id = db.session.execute(users.insert().returning(users.c.id),
-                                     dict(email=None, email_verified=False, phone=phone, phone_verified=True,
-                                          created_at=now or utcnow(), source="id_jag")).scalar_one()
+        user_id = _INSERT.first(dict(email=None, email_verified=False, phone=phone, phone_verified=True,
+                                     created_at=now or utcnow(), source="id_jag"))[0]
     return user_id

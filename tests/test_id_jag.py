@@ -83,6 +83,37 @@ def test_registration_id_is_stable_per_delegation_and_delegation_records_the_age
         assert len({x.user_id for x in db.session.execute(db.select(Delegation)).scalars()}) == 2
 
 
+def test_a_delegation_whose_registration_is_gone_gets_a_new_one(app, client, provider, register_id_jag):
+    trust(app, provider)
+    first = register_id_jag(client, provider.id_jag()).json
+    with app.app_context():
+        d = db.session.execute(db.select(Delegation)).scalar_one()
+        d.registration_id = "reg_gone"  # names no registration row (delegations hold no foreign key to it)
+        db.session.commit()
+    again = register_id_jag(client, provider.id_jag())
+    assert again.status_code == 200, again.json
+    assert again.json["registration_id"] not in (first["registration_id"], "reg_gone")
+    with app.app_context():
+        d = db.session.execute(db.select(Delegation)).scalar_one()
+        reg = db.session.get(Registration, again.json["registration_id"])
+        assert d.registration_id == reg.id and reg.delegation_id == d.id and reg.status == "active"
+        assert reg.user_id == d.user_id is not None
+
+
+def test_a_delegation_without_a_user_gets_the_resolved_one(app, client, provider, register_id_jag):
+    trust(app, provider)
+    register_id_jag(client, provider.id_jag(email="ada@example.com"))
+    with app.app_context():
+        d = db.session.execute(db.select(Delegation)).scalar_one()
+        user_id, d.user_id = d.user_id, None
+        db.session.commit()
+    again = register_id_jag(client, provider.id_jag(email="ada@example.com"))
+    assert again.status_code == 200, again.json
+    with app.app_context():
+        assert db.session.execute(db.select(Delegation.user_id)).scalar_one() == user_id
+        assert db.session.get(Registration, again.json["registration_id"]).user_id == user_id
+
+
 def test_agent_details_fall_back_to_azp_and_act(app, client, provider, register_id_jag):
     trust(app, provider)
     r = register_id_jag(client, provider.id_jag(agent_platform=None, azp="claude.ai", act={"sub": "agent-run-9"}))
@@ -434,3 +465,50 @@ def test_auth_md_and_metadata_gain_the_id_jag_section_only_when_an_issuer_is_ena
     for code in ("invalid_audience", "expired", "replay_detected", "missing_verified_email",
                  "insufficient_user_authentication", "invalid_client_id", "user_not_provisioned"):
         assert f"`{code}`" in doc
+
+
+# ------------------------------------------------------------------ the registration's statements (trust.Prepared)
+
+def test_prepared_statements_store_and_read_what_session_execute_does(app):
+    from authmd.trust import Prepared
+    table = SeenJti.__table__
+    stamps = [datetime(2026, 5, 4, 13, 0, 0), datetime(2026, 5, 4, 13, 0, 0, 1234)]
+    with app.app_context():
+        for i, at in enumerate(stamps):
+            db.session.execute(table.insert(), {"iss": "via-session", "jti": str(i), "expires_at": at})
+            Prepared(table.insert()).execute({"iss": "via-prepared", "jti": str(i), "expires_at": at})
+        db.session.commit()
+
+        def stored(iss):
+            return db.session.execute(db.select(db.cast(table.c.expires_at, db.String)).where(table.c.iss == iss)
+                                      .order_by(table.c.jti)).scalars().all()
+        assert stored("via-prepared") == stored("via-session")
+        read = Prepared(db.select(table.c.expires_at, table.c.jti == "1").where(table.c.iss == db.bindparam("iss"))
+                        .order_by(table.c.jti.desc()))
+        assert read.first({"iss": "via-prepared"}) == (stamps[1], True)
+        assert read.first({"iss": "nobody"}) is None
+
+
+def test_prepared_statements_fill_defaults_write_in_the_session_transaction_and_raise_sqlalchemy_errors(app):
+    from sqlalchemy.exc import IntegrityError
+
+    from authmd.models import User
+    from authmd.trust import Prepared
+    users = User.__table__
+    insert = Prepared(users.insert().returning(users.c.id))
+    mine = db.select(db.func.count()).select_from(users).where(users.c.email.in_(["p@example.com", "q@example.com"]))
+    with app.app_context():
+        uid = insert.first({"email": "p@example.com", "created_at": datetime(2026, 1, 1)})[0]
+        db.session.commit()
+        u = db.session.get(User, uid)
+        assert (u.is_active, u.is_admin, u.email_verified, u.phone_verified, u.source) == (True, False, False, False,
+                                                                                            "jit")
+        insert.first({"email": "q@example.com", "created_at": datetime(2026, 1, 1)})
+        db.session.rollback()  # the INSERT was part of the session's transaction
+        assert db.session.execute(mine).scalar() == 1
+        with pytest.raises(IntegrityError):
+            insert.first({"email": "p@example.com", "created_at": datetime(2026, 1, 1)})
+        db.session.rollback()
+        assert db.session.execute(mine).scalar() == 1
+        with pytest.raises(KeyError):
+            insert.first({"email": "r@example.com", "no_such_column": 1})
