@@ -8,7 +8,7 @@ from . import audit, credentials, scopes, settings, trust, users
 from .extensions import db
 from .models import Credential, Delegation, Registration, TrustedIssuer
 from .secrets import new_id
-from .trust import Prepared
+from .rawsql import Prepared
 from .users import normalize_email, normalize_phone
 from .util import ProtocolError, iso, utcnow
 
@@ -48,11 +48,11 @@ def _check_policy(claims: dict, row: TrustedIssuer) -> None:
             raise ProtocolError(400, "invalid_client_id", "This client_id is not allowed for this issuer here.")
 
 
-def granted_scopes(row: TrustedIssuer) -> list[str]:
+def granted_scopes(row: TrustedIssuer, connection=None) -> list[str]:
     if row.scopes:
         wanted = set(row.scopes.split())
-        return [s for s in scopes.names() if s in wanted]
-    return scopes.post_claim()
+        return [s for s in scopes.names(connection=connection) if s in wanted]
+    return scopes.post_claim(connection)
 
 
 def _verified_email(claims: dict):
@@ -83,7 +83,7 @@ _issuers = TrustedIssuer.__table__
 _delegations = Delegation.__table__
 _registrations = Registration.__table__
 # The statements of the registration, each compiled once per dialect and run on the session's transaction
-# (trust.Prepared): columns, not ORM entities; no identity map, no autoflush, no per-call statement building.
+# (rawsql.Prepared): columns, not ORM entities; no identity map, no autoflush, no per-call statement building.
 # The token's issuer, with what verify(), the policy checks and the scopes read of it.
 _ISSUER_COLUMNS = ("issuer", "enabled", "jwks_uri", "algorithms", "allow_private_jwks", "require_amr",
                    "allowed_client_ids", "scopes")
@@ -134,7 +134,8 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     # rows are written with Core statements in one short burst (no ORM flush, no SAVEPOINT). On SQLite the
     # writer lock is taken at the first write and held to the commit, so that stretch is kept as short as
     # it can be (bench/README.md). A token refused at any step has written nothing, so its jti is not spent.
-    cfg = settings.all_settings()
+    conn = db.session.connection()  # every statement below runs on it through rawsql (no ORM object is pending)
+    cfg = settings.all_settings(conn)
     if not cfg["id_jag_enabled"]:
         raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.")
     try:
@@ -161,7 +162,7 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
                                                                      "email": email})
     plan = users.plan_for_delegation(prior_user, None if email_user is None else (email_user, email_verified),
                                      email=email, phone=phone, existing_only=bool(cfg["existing_users_only"]))
-    granted = granted_scopes(row)
+    granted = granted_scopes(row, conn)
 
     # --- writes. The jti first: a replay is refused before anything else is written.
     trust.insert_jti(iss, claims["jti"], verified.jti_keep_until)
@@ -187,7 +188,7 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
                      new_registration=created, **who),
         audit.values("credential.issued", "agent", registration_id=reg_id, user_id=user_id, ip=ip,
                      user_agent=user_agent, credential_id=cred_id, credential_prefix=cred["prefix"],
-                     credential_type=wanted, scopes=granted, **who)])
+                     credential_type=wanted, scopes=granted, **who)], conn)
     return {"registration_id": reg_id, "registration_type": "agent-provider", "credential_type": wanted,
             "credential": secret, "credential_expires": iso(cred["expires_at"]), "scopes": granted}
 

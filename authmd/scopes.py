@@ -30,8 +30,8 @@ def _enabled_rows(connection=None) -> list:
     return db.session.execute(_ENABLED_ROWS).all()
 
 
-def names(pre=None, post=None) -> list[str]:
-    return [name for name, p, q in _enabled_rows()
+def names(pre=None, post=None, connection=None) -> list[str]:
+    return [name for name, p, q in _enabled_rows(connection)
             if (pre is None or bool(p) == pre) and (post is None or bool(q) == post)]
 
 
@@ -46,8 +46,8 @@ def pre_claim() -> list[str]:
     return names(pre=True)
 
 
-def post_claim() -> list[str]:
-    return names(post=True)
+def post_claim(connection=None) -> list[str]:
+    return names(post=True, connection=connection)
 
 
 def in_use(name: str) -> bool:

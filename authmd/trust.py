@@ -22,6 +22,7 @@ from joserfc.jwk import KeySet
 
 from . import audit
 from .extensions import db
+from .rawsql import Prepared
 from .models import SeenJti, TrustedIssuer
 from .util import ProtocolError, utcnow
 
@@ -565,89 +566,6 @@ def on_conflict_do_nothing(dialect: str, table, *returning):
 def insert_on_conflict_do_nothing(table, *returning):
     """on_conflict_do_nothing() for this session's dialect."""
     return on_conflict_do_nothing(db.session.get_bind().dialect.name, table, *returning)
-
-
-class Prepared:
-    """A Core statement compiled once per dialect (and per set of parameter names) and run straight on the
-    DBAPI connection of the session's transaction, so it commits or rolls back with the rest of the request.
-
-    SQLAlchemy's per-execution machinery (statement cache key, execution context, result object) cost
-    more than the statement itself on the ID-JAG registration (bench/README.md). What of it matters is
-    kept: Python-side scalar column defaults (a callable default is refused when the plan is made), the
-    column types' bind and result processors (SQLite gets the same DateTime text and gives back
-    DateTime and Boolean values), DBAPI errors raised as SQLAlchemy's (a lost connection is invalidated),
-    and on SQLite the writer lock, which the connection's own cursor takes (authmd/sqlite_lock.py).
-    What is skipped: the session's autoflush (use it where no ORM object is pending), ORM events (the
-    configuration-cache invalidation in authdoc.py watches tables these statements do not write) and
-    SQL echo. Values are bound by parameter name, as with session.execute; every name must be one of
-    the statement's bind parameters (an UPDATE sets the columns its parameters name).
-    """
-
-    __slots__ = ("_build", "_plans")
-
-    def __init__(self, build):
-        """build: a Core statement, or a function of the dialect name returning one."""
-        self._build = build
-        self._plans: dict = {}
-
-    def _plan(self, dialect, keys: tuple):
-        stmt = self._build(dialect.name) if callable(self._build) else self._build
-        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
-        defaults = {}
-        for column, default in ([(c, c.default) for c in compiled.insert_prefetch]
-                                + [(c, c.onupdate) for c in compiled.update_prefetch]):
-            if default is None or not default.is_scalar:
-                raise NotImplementedError(f"Prepared: {column} has a default that is not a plain value")
-            defaults[column.key] = default.arg
-        binds = {name: bind for bind, name in compiled.bind_names.items()}
-        unknown = set(keys) - binds.keys()
-        if unknown:
-            raise KeyError(f"Prepared: {sorted(unknown)} are not parameters of {stmt}")
-        fixed = compiled.construct_params(dict(defaults, **dict.fromkeys(keys)))
-        order = compiled.positiontup if dialect.positional else list(fixed)
-        binders = tuple((name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in order)
-        readers = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
-                        for column in stmt.exported_columns)
-        return str(compiled), fixed, binders, dialect.positional, readers
-
-    def _run(self, params: dict, fetch: bool):
-        connection = db.session.connection()
-        dialect = connection.dialect
-        key = (dialect.name, tuple(params))
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = self._plan(dialect, key[1])
-        sql, fixed, binders, positional, readers = plan
-        values = dict(fixed)
-        values.update(params)
-        if positional:
-            args = [values[n] if bind is None else bind(values[n]) for n, bind in binders]
-        else:
-            args = {n: values[n] if bind is None else bind(values[n]) for n, bind in binders}
-        raw = connection.connection.dbapi_connection
-        cursor = raw.cursor()
-        try:
-            cursor.execute(sql, args)
-            row = cursor.fetchone() if fetch else None
-        except dialect.loaded_dbapi.Error as exc:
-            from sqlalchemy.exc import DBAPIError
-            lost = dialect.is_disconnect(exc, raw, cursor)
-            if lost:
-                connection.invalidate(exc)
-            raise DBAPIError.instance(sql, args, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost,
-                                      dialect=dialect) from exc
-        finally:
-            cursor.close()
-        if row is not None:
-            row = tuple(v if read is None else read(v) for v, read in zip(row, readers))
-        return row
-
-    def first(self, params: dict | None = None) -> tuple | None:
-        """The first row (a plain tuple) of a SELECT or an INSERT/UPDATE … RETURNING, or None."""
-        return self._run(params or {}, True)
-
-    def execute(self, params: dict | None = None) -> None:
-        self._run(params or {}, False)
 
 
 _INSERT_JTI = Prepared(lambda dialect: on_conflict_do_nothing(dialect, SeenJti.__table__, SeenJti.__table__.c.jti))

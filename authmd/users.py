@@ -4,7 +4,8 @@ from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
 from .models import Delegation, User
-from .trust import Prepared, on_conflict_do_nothing
+from .rawsql import Prepared
+from .trust import on_conflict_do_nothing
 from .util import ProtocolError, utcnow
 
 
@@ -101,7 +102,7 @@ _INSERT_BY_EMAIL = Prepared(lambda dialect: on_conflict_do_nothing(dialect, _use
 
 def provision(plan: tuple, *, email=None, phone=None, now=None) -> int:
     """The writes planned by plan_for_delegation(), as Core statements in the session's transaction
-    (trust.Prepared); returns the user id.
+    (rawsql.Prepared); returns the user id.
     A user provisioned by email is race-safe on the unique email: INSERT … ON CONFLICT DO NOTHING, and
     when a concurrent twin won (another worker or node on PostgreSQL; on SQLite one that committed
     between our reads and our writer lock), its row is read back and used, as find_or_provision_by_email does."""

@@ -467,10 +467,10 @@ def test_auth_md_and_metadata_gain_the_id_jag_section_only_when_an_issuer_is_ena
         assert f"`{code}`" in doc
 
 
-# ------------------------------------------------------------------ the registration's statements (trust.Prepared)
+# ------------------------------------------------------------------ the registration's statements (rawsql.Prepared)
 
 def test_prepared_statements_store_and_read_what_session_execute_does(app):
-    from authmd.trust import Prepared
+    from authmd.rawsql import Prepared
     table = SeenJti.__table__
     stamps = [datetime(2026, 5, 4, 13, 0, 0), datetime(2026, 5, 4, 13, 0, 0, 1234)]
     with app.app_context():
@@ -493,7 +493,7 @@ def test_prepared_statements_fill_defaults_write_in_the_session_transaction_and_
     from sqlalchemy.exc import IntegrityError
 
     from authmd.models import User
-    from authmd.trust import Prepared
+    from authmd.rawsql import Prepared
     users = User.__table__
     insert = Prepared(users.insert().returning(users.c.id))
     mine = db.select(db.func.count()).select_from(users).where(users.c.email.in_(["p@example.com", "q@example.com"]))
