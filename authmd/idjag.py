@@ -120,7 +120,8 @@ def _issuer_for(claims) -> tuple:
     to verify), and whether any enabled issuer exists at all (only asked when the token's own issuer is
     not an enabled one)."""
     iss = claims.get("iss") if claims is not None else None
-    row = _ISSUER.first({"iss": iss}) if isinstance(iss, str) and len(iss) <= 500 else None
+    # an issuer with a NUL is no trusted issuer (and PostgreSQL refuses a NUL in a parameter)
+    row = _ISSUER.first({"iss": iss}) if isinstance(iss, str) and len(iss) <= 500 and "\x00" not in iss else None
     if row is not None:
         row = _Issuer._make(row)
         if row.enabled:

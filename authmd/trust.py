@@ -24,7 +24,7 @@ from . import audit
 from .extensions import db
 from .rawsql import Prepared
 from .models import SeenJti, TrustedIssuer
-from .util import ProtocolError, utcnow
+from .util import ProtocolError, printable, utcnow
 
 log = logging.getLogger("authmd.trust")
 # EdDSA (Ed25519) stays in the spec's default allow-list; RFC 9864's rename is not a weakness.
@@ -65,6 +65,8 @@ def check_url(url: str, what: str = "URL") -> str:
 
 
 def get_issuer(issuer: str) -> TrustedIssuer | None:
+    if "\x00" in issuer:  # no issuer is stored with a NUL, and PostgreSQL refuses one in a parameter
+        return None
     return db.session.execute(db.select(TrustedIssuer).where(TrustedIssuer.issuer == issuer)).scalar()
 
 
@@ -593,7 +595,7 @@ def record_rejection(exc: ProtocolError, token, kind: str, *, ip=None, user_agen
     db.session.rollback()
     try:
         audit.record("assertion.rejected", "provider" if kind == "logout" else "agent",
-                     iss=iss and iss[:500], sub=sub and sub[:255], ip=ip, user_agent=user_agent,
+                     iss=printable(iss, 500), sub=printable(sub, 255), ip=ip, user_agent=user_agent,
                      error=exc.code, kind=kind)
         db.session.commit()
     except Exception:  # noqa: BLE001 - an audit hiccup must not turn a 400 into a 500

@@ -512,3 +512,15 @@ def test_prepared_statements_fill_defaults_write_in_the_session_transaction_and_
         assert db.session.execute(mine).scalar() == 1
         with pytest.raises(KeyError):
             insert.first({"email": "r@example.com", "no_such_column": 1})
+
+
+def test_a_nul_in_iss_or_sub_is_a_clear_400_and_still_audited(app, client, provider, register_id_jag):
+    """PostgreSQL refuses a NUL in a text parameter: such a token must still get its 400 JSON answer (not a
+    500) and its assertion.rejected row (with the NUL removed), on both databases."""
+    trust(app, provider, require_amr="mfa")
+    _err(register_id_jag(client, provider.id_jag(iss=provider.issuer + "\x00x")), 400, "invalid_issuer")
+    _err(register_id_jag(client, provider.id_jag(sub="user\x00-9")), 400, "insufficient_user_authentication")
+    rejected = _events(app, "assertion.rejected")
+    assert [(json.loads(e.data)["error"], e.iss, e.sub) for e in rejected] == [
+        ("invalid_issuer", provider.issuer + "x", "user-123"),
+        ("insufficient_user_authentication", provider.issuer, "user-9")]
