@@ -467,53 +467,6 @@ def test_auth_md_and_metadata_gain_the_id_jag_section_only_when_an_issuer_is_ena
         assert f"`{code}`" in doc
 
 
-# ------------------------------------------------------------------ the registration's statements (rawsql.Prepared)
-
-def test_prepared_statements_store_and_read_what_session_execute_does(app):
-    from authmd.rawsql import Prepared
-    table = SeenJti.__table__
-    stamps = [datetime(2026, 5, 4, 13, 0, 0), datetime(2026, 5, 4, 13, 0, 0, 1234)]
-    with app.app_context():
-        for i, at in enumerate(stamps):
-            db.session.execute(table.insert(), {"iss": "via-session", "jti": str(i), "expires_at": at})
-            Prepared(table.insert()).execute({"iss": "via-prepared", "jti": str(i), "expires_at": at})
-        db.session.commit()
-
-        def stored(iss):
-            return db.session.execute(db.select(db.cast(table.c.expires_at, db.String)).where(table.c.iss == iss)
-                                      .order_by(table.c.jti)).scalars().all()
-        assert stored("via-prepared") == stored("via-session")
-        read = Prepared(db.select(table.c.expires_at, table.c.jti == "1").where(table.c.iss == db.bindparam("iss"))
-                        .order_by(table.c.jti.desc()))
-        assert read.first({"iss": "via-prepared"}) == (stamps[1], True)
-        assert read.first({"iss": "nobody"}) is None
-
-
-def test_prepared_statements_fill_defaults_write_in_the_session_transaction_and_raise_sqlalchemy_errors(app):
-    from sqlalchemy.exc import IntegrityError
-
-    from authmd.models import User
-    from authmd.rawsql import Prepared
-    users = User.__table__
-    insert = Prepared(users.insert().returning(users.c.id))
-    mine = db.select(db.func.count()).select_from(users).where(users.c.email.in_(["p@example.com", "q@example.com"]))
-    with app.app_context():
-        uid = insert.first({"email": "p@example.com", "created_at": datetime(2026, 1, 1)})[0]
-        db.session.commit()
-        u = db.session.get(User, uid)
-        assert (u.is_active, u.is_admin, u.email_verified, u.phone_verified, u.source) == (True, False, False, False,
-                                                                                            "jit")
-        insert.first({"email": "q@example.com", "created_at": datetime(2026, 1, 1)})
-        db.session.rollback()  # the INSERT was part of the session's transaction
-        assert db.session.execute(mine).scalar() == 1
-        with pytest.raises(IntegrityError):
-            insert.first({"email": "p@example.com", "created_at": datetime(2026, 1, 1)})
-        db.session.rollback()
-        assert db.session.execute(mine).scalar() == 1
-        with pytest.raises(KeyError):
-            insert.first({"email": "r@example.com", "no_such_column": 1})
-
-
 def test_a_nul_in_iss_or_sub_is_a_clear_400_and_still_audited(app, client, provider, register_id_jag):
     """PostgreSQL refuses a NUL in a text parameter: such a token must still get its 400 JSON answer (not a
     500) and its assertion.rejected row (with the NUL removed), on both databases."""

@@ -5,11 +5,10 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from authmd.extensions import db
-from authmd.models import Credential, Registration, Scope
+from authmd.models import Scope, SeenJti, User
 from authmd.rawsql import Prepared
 
 INSERT_SCOPE = Prepared(Scope.__table__.insert())
-INSERT_CREDENTIAL = Prepared(Credential.__table__.insert().returning(Credential.__table__.c.id))
 SCOPES = Prepared(db.select(Scope.name, Scope.pre_claim, Scope.created_at).where(Scope.name.like("raw.%"))
                   .order_by(Scope.name))
 
@@ -28,23 +27,41 @@ def test_defaults_and_types_come_out_as_the_orm_reads_them(app):
                                 ("raw.b", False, datetime(2026, 3, 4, 5, 6, 8))]
 
 
-def test_returning_and_the_sessions_transaction(app):
+def test_prepared_statements_store_and_read_what_session_execute_does(app):
+    table = SeenJti.__table__
+    stamps = [datetime(2026, 5, 4, 13, 0, 0), datetime(2026, 5, 4, 13, 0, 0, 1234)]
     with app.app_context():
-        db.session.add(Registration(id="reg_raw", type="anonymous", status="pending", created_at=datetime(2026, 1, 1)))
+        for i, at in enumerate(stamps):
+            db.session.execute(table.insert(), {"iss": "via-session", "jti": str(i), "expires_at": at})
+            Prepared(table.insert()).execute({"iss": "via-prepared", "jti": str(i), "expires_at": at})
         db.session.commit()
-        new_id = INSERT_CREDENTIAL.first({"digest": "d" * 64, "prefix": "sk_raw", "type": "api_key",
-                                          "registration_id": "reg_raw", "created_at": datetime(2026, 1, 2)})[0]
-        # the same transaction as the session: visible to it before commit, gone after a rollback
-        assert db.session.get(Credential, new_id).prefix == "sk_raw"
-        db.session.rollback()
-        assert db.session.execute(db.select(Credential).where(Credential.digest == "d" * 64)).first() is None
+
+        def stored(iss):
+            return db.session.execute(db.select(db.cast(table.c.expires_at, db.String)).where(table.c.iss == iss)
+                                      .order_by(table.c.jti)).scalars().all()
+        assert stored("via-prepared") == stored("via-session")
+        read = Prepared(db.select(table.c.expires_at, table.c.jti == "1").where(table.c.iss == db.bindparam("iss"))
+                        .order_by(table.c.jti.desc()))
+        assert read.first({"iss": "via-prepared"}) == (stamps[1], True)
+        assert read.first({"iss": "nobody"}) is None
 
 
-def test_database_errors_are_sqlalchemys_and_unknown_names_are_refused(app):
+def test_prepared_statements_fill_defaults_write_in_the_session_transaction_and_raise_sqlalchemy_errors(app):
+    users = User.__table__
+    insert = Prepared(users.insert().returning(users.c.id))
+    mine = db.select(db.func.count()).select_from(users).where(users.c.email.in_(["p@example.com", "q@example.com"]))
     with app.app_context():
-        INSERT_SCOPE.execute({"name": "raw.dup", "created_at": datetime(2026, 1, 1)})
+        uid = insert.first({"email": "p@example.com", "created_at": datetime(2026, 1, 1)})[0]
+        db.session.commit()
+        u = db.session.get(User, uid)
+        assert (u.is_active, u.is_admin, u.email_verified, u.phone_verified, u.source) == (True, False, False, False,
+                                                                                            "jit")
+        insert.first({"email": "q@example.com", "created_at": datetime(2026, 1, 1)})
+        db.session.rollback()  # the INSERT was part of the session's transaction
+        assert db.session.execute(mine).scalar() == 1
         with pytest.raises(IntegrityError):
-            INSERT_SCOPE.execute({"name": "raw.dup", "created_at": datetime(2026, 1, 1)})
+            insert.first({"email": "p@example.com", "created_at": datetime(2026, 1, 1)})
         db.session.rollback()
+        assert db.session.execute(mine).scalar() == 1
         with pytest.raises(KeyError):
-            INSERT_SCOPE.execute({"name": "raw.x", "no_such_column": 1})
+            insert.first({"email": "r@example.com", "no_such_column": 1})
