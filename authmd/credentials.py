@@ -4,9 +4,9 @@ import os
 import sqlite3
 import threading
 import weakref
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from sqlalchemy import Boolean, DateTime, and_, bindparam, event, or_, update
+from sqlalchemy import and_, bindparam, event, or_, update
 
 from . import settings
 from .extensions import db
@@ -42,25 +42,20 @@ def new_values(registration_id: str, cred_type: str, scopes: list[str], *, user_
                 delegation_id=delegation_id, created_at=now, expires_at=expires), token
 
 
-
 class Snapshot:
     """A read-only view of one table's columns in the hot path's row (attribute names as on the model).
 
     Loading four ORM entities per API call was most of the hot path's cost (see bench/README.md). A
     snapshot only keeps a reference to the row; each attribute is a property reading its column (and,
-    on SQLite, parsing a DateTime or Boolean when it is read), so building one costs well under a
+    on SQLite, the column type's conversion when it is read), so building one costs well under a
     microsecond and a request pays only for the columns it looks at. Never cached: built per request.
     The classes are made once per dialect by `_snapshot_class`.
     """
 
     __slots__ = ("_row",)
-    _fields: tuple = ()
 
     def __init__(self, row):
         self._row = row
-
-    def as_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self._fields}
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.id!r}>"
@@ -92,15 +87,12 @@ def _column(index, convert=None):
 
 
 def _snapshot_class(name, base, columns, start, dialect):
-    """A Snapshot subclass reading `columns` from the row positions start, start+1, ..."""
-    namespace = {"__slots__": (), "_fields": tuple(c.key for c in columns)}
+    """A Snapshot subclass reading `columns` from the row positions start, start+1, ..., each through
+    its column type's own result processing for the dialect (SQLite's DateTime text, Boolean 0/1), as
+    rawsql.Prepared and SQLAlchemy do."""
+    namespace = {"__slots__": ()}
     for offset, column in enumerate(columns):
-        convert = None
-        if dialect == "sqlite":  # SQLite hands back DateTime as text and Boolean as 0/1
-            if isinstance(column.type, DateTime):
-                convert = datetime.fromisoformat
-            elif isinstance(column.type, Boolean):
-                convert = bool
+        convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
         namespace[column.key] = _column(start + offset, convert)
     return type(name, (base,), namespace)
 
@@ -147,7 +139,7 @@ def _plan(engine):
         bases = [("CredentialSnapshot", CredentialSnapshot), ("RegistrationSnapshot", Snapshot),
                  ("UserSnapshot", UserSnapshot), ("DelegationSnapshot", Snapshot)]
         for (class_name, base), columns in zip(bases, _COLUMNS):
-            classes.append((_snapshot_class(class_name, base, columns, start, name), start))
+            classes.append((_snapshot_class(class_name, base, columns, start, engine.dialect), start))
             start += len(columns)
         plan = _PLANS[name] = (sql, engine.dialect.positional, classes)
     return plan
