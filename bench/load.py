@@ -24,6 +24,21 @@ def reg_id(n: int) -> str:
     return f"reg_bench{n:08d}"
 
 
+def small_app(name: str = "small.sqlite3"):
+    """An app on a fresh database (AUTHMD_BENCH_URL, else a temporary SQLite file) with 10,000
+    registrations and credentials: what the in-process tools (profile, micro) run against."""
+    import os
+    import tempfile
+    from bench.bench import prepare_database
+    url = os.environ.get("AUTHMD_BENCH_URL") or "sqlite:///" + os.path.join(tempfile.mkdtemp(), name)
+    app, db = prepare_database(url)
+    with app.app_context():
+        loader = Loader(db.engine)
+        loader.registrations(10_000)
+        loader.credentials(0, 10_000, 10_000)
+    return app, db
+
+
 class Loader:
     def __init__(self, engine):
         self.engine = engine

@@ -10,7 +10,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,13 +45,8 @@ def main():
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
     from bench import load
-    from bench.bench import ID_JAG, Provider, prepare_database
-    url = os.environ.get("AUTHMD_BENCH_URL") or "sqlite:///" + os.path.join(tempfile.mkdtemp(), "m.sqlite3")
-    app, db = prepare_database(url)
-    with app.app_context():
-        loader = load.Loader(db.engine)
-        loader.registrations(10_000)
-        loader.credentials(0, 10_000, 10_000)
+    from bench.bench import ID_JAG, Provider
+    app, db = load.small_app("micro.sqlite3")
     wsgi = app.wsgi_app
     health = environ("GET", "/healthz")
     envs = None

@@ -4,7 +4,6 @@ Usage: python -m bench.profile [hot|discovery|authmd|anonymous|idjag|healthz] [r
 """
 import os
 import sys
-import tempfile
 
 from pyinstrument import Profiler
 
@@ -19,13 +18,7 @@ def main():
     which = sys.argv[1] if len(sys.argv) > 1 else "hot"
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 2000
     from bench import load
-    from bench.bench import prepare_database
-    url = os.environ.get("AUTHMD_BENCH_URL") or "sqlite:///" + os.path.join(tempfile.mkdtemp(), "p.sqlite3")
-    app, db = prepare_database(url)
-    with app.app_context():
-        loader = load.Loader(db.engine)
-        loader.registrations(10_000)
-        loader.credentials(0, 10_000, 10_000)
+    app, db = load.small_app("profile.sqlite3")
     client = app.test_client()
     method, path = PATHS[which]
     kw = {}
