@@ -12,6 +12,8 @@ def create_app(test_config=None) -> Flask:
                 static_folder="static")
     config.load(app, test_config)
     _logging(app)
+    from authmd.cookie_session import CookieSessionInterface
+    app.session_interface = CookieSessionInterface()
 
     # X-Forwarded-For is believed only for as many proxy hops as the admin declares; never by default,
     # or any client could pick its own IP and walk around the per-IP limits.

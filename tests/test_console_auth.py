@@ -90,6 +90,20 @@ def test_idle_session_ends(app, admin_client, clock):
     assert admin_client.get("/console/").status_code == 302
 
 
+def test_a_new_secret_key_ends_existing_sessions_and_a_fallback_keeps_them(app, admin_client):
+    # the session serializer is made once per key set (authmd/cookie_session.py): a key rotated in the
+    # config must still be honoured on the very next request, both ways
+    old = app.secret_key
+    assert admin_client.get("/console/").status_code == 200
+    app.config["SECRET_KEY"] = "a-new-key-" + "x" * 32
+    app.config["SECRET_KEY_FALLBACKS"] = [old]
+    assert admin_client.get("/console/").status_code == 200  # signed with the old key: accepted as a fallback
+    app.config["SECRET_KEY"] = "a-third-key-" + "y" * 32  # (that answer re-signed the cookie with the new key)
+    app.config["SECRET_KEY_FALLBACKS"] = []
+    r = admin_client.get("/console/")
+    assert r.status_code == 302 and "/console/login" in r.headers["Location"]
+
+
 def test_session_cookie_is_httponly_and_lax(app, admin_user):
     client = app.test_client()
     page = client.get("/console/login")
