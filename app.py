@@ -12,8 +12,6 @@ def create_app(test_config=None) -> Flask:
                 static_folder="static")
     config.load(app, test_config)
     _logging(app)
-    from authmd.cookie_session import CookieSessionInterface
-    app.session_interface = CookieSessionInterface()
 
     # X-Forwarded-For is believed only for as many proxy hops as the admin declares; never by default,
     # or any client could pick its own IP and walk around the per-IP limits.
@@ -35,9 +33,12 @@ def create_app(test_config=None) -> Flask:
 
     from authmd import health
     from authmd.protocol import agent_auth, api, claim_page, errors, revoke, well_known
-    for bp in (well_known.bp, agent_auth.bp, api.bp, revoke.bp, health.bp):
+    agent_facing = (well_known.bp, agent_auth.bp, api.bp, revoke.bp, health.bp)
+    for bp in agent_facing:
         csrf.exempt(bp)
         app.register_blueprint(bp)
+    from authmd.cookie_session import CookieSessionInterface
+    app.session_interface = CookieSessionInterface(cookieless={bp.name for bp in agent_facing})
     app.register_blueprint(claim_page.bp)
     from authmd.console import register as register_console
     register_console(app)
