@@ -119,6 +119,25 @@ def test_last_used_is_written_at_most_once_a_minute(app, client, clock):
         assert db.session.execute(db.select(Credential.last_used_at)).scalar() == datetime(2026, 5, 20, 12, 1, 1)
 
 
+def test_last_used_only_moves_forward(app, client, clock):
+    # two workers (or nodes) that both saw a stale last_used_at race to write it: the later time stays
+    from authmd import credentials
+    reg = register(client)
+    clock.frozen = datetime(2026, 5, 20, 12, 0, 0)
+    client.get("/api/resource", headers={"Authorization": "Bearer " + reg["credential"]})
+    with app.app_context():
+        cid = db.session.execute(db.select(Credential.id)).scalar()
+        late = {"credential_id": cid, "last_used_at": datetime(2026, 5, 20, 11, 59, 59),
+                "stale_before": datetime(2026, 5, 20, 11, 58, 59)}
+        credentials._TOUCH.execute(late)
+        db.session.commit()
+        assert db.session.execute(db.select(Credential.last_used_at)).scalar() == datetime(2026, 5, 20, 12)
+        later = dict(late, last_used_at=datetime(2026, 5, 20, 12, 1, 30), stale_before=datetime(2026, 5, 20, 12, 0, 30))
+        credentials._TOUCH.execute(later)
+        db.session.commit()
+        assert db.session.execute(db.select(Credential.last_used_at)).scalar() == datetime(2026, 5, 20, 12, 1, 30)
+
+
 def test_the_credential_check_is_one_query(app, client):
     """The hot path: one indexed lookup by digest (plus at most one last_used write a minute).
 
