@@ -118,5 +118,9 @@ class Loader:
         with self.engine.begin() as conn:
             conn.execute(text(statement))
 
+    def forget_last_use(self, start: int, stop: int):
+        """Credentials start..stop-1 never used: their next call writes last_used_at."""
+        self._sql(f"UPDATE credentials SET last_used_at = NULL WHERE id > {int(start)} AND id <= {int(stop)}")
+
     def analyze(self):
         self._sql("ANALYZE")
