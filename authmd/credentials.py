@@ -275,8 +275,10 @@ _TOUCH = Prepared(_credentials.update()
 
 
 def live(now=None):
-    """The SQL condition for a credential that still works: not revoked, not expired."""
-    now = now or utcnow()
+    """The SQL condition for a credential that still works: not revoked, not expired. now: a time, or a
+    bind parameter for a statement built once (the provider revocation's)."""
+    if now is None:
+        now = utcnow()
     return and_(Credential.revoked_at.is_(None), or_(Credential.expires_at.is_(None), Credential.expires_at > now))
 
 

@@ -2,8 +2,6 @@
 revocation by logout token (§4)."""
 from collections import namedtuple
 
-from sqlalchemy import update
-
 from . import audit, credentials, scopes, settings, trust, users
 from .extensions import db
 from .models import Credential, Delegation, Registration, TrustedIssuer
@@ -232,26 +230,70 @@ def revoke(logout_token, *, ip=None, user_agent=None) -> dict:
         raise
 
 
+# The revocation's statements, built once like the registration's. The delegations of (iss, sub) are read
+# by the UPDATE that stamps them revoked (RETURNING), so the audit rows name exactly the delegations revoked,
+# read under the same lock as the writes (SQLite's writer lock, PostgreSQL's row locks). The credentials and
+# registrations are then picked through the delegations this revocation stamped (revoked_at = now): on
+# PostgreSQL each statement sees a fresh snapshot, and a delegation a concurrent registration created in
+# between (revoked_at NULL) must neither be half-revoked nor counted.
+_credentials = Credential.__table__
+_NOW = db.bindparam("now", type_=_credentials.c.revoked_at.type)
+# (parameters named after no column: an UPDATE through rawsql sets the columns its parameters name)
+_OF_SUBJECT = (_delegations.c.iss == db.bindparam("subject_iss"), _delegations.c.sub == db.bindparam("subject_sub"))
+_REVOKE_DELEGATIONS = Prepared(_delegations.update().where(*_OF_SUBJECT).values(revoked_at=_NOW)
+                               .returning(_delegations.c.registration_id, _delegations.c.user_id,
+                                          _delegations.c.agent_platform, _delegations.c.agent_context_id))
+_STAMPED = (*_OF_SUBJECT, _delegations.c.revoked_at == _NOW)
+# credentials.revoke_where as one statement: only live credentials, and RETURNING says how many (the DBAPI
+# cursor's rowcount is not passed back by rawsql)
+_REVOKE_CREDENTIALS = Prepared(_credentials.update()
+                               .where(_credentials.c.delegation_id.in_(db.select(_delegations.c.id).where(*_STAMPED)),
+                                      credentials.live(_NOW))
+                               .values(revoked_at=_NOW).returning(_credentials.c.id))
+_END_REGISTRATIONS = Prepared(_registrations.update()
+                              .where(_registrations.c.id.in_(db.select(_delegations.c.registration_id)
+                                                             .where(*_STAMPED)),
+                                     _registrations.c.status == "active")
+                              .values(status="revoked", ended_at=_NOW))
+
+
+def _logout_issuer(parsed, conn):
+    """The trusted issuer the (not yet verified) logout token names, as a row of its columns, enabled or
+    not: a disabled issuer may still take back what it vouched for (verify's lookup_disabled)."""
+    iss = parsed[1].get("iss") if parsed is not None else None
+    # an issuer with a NUL is no trusted issuer (and PostgreSQL refuses a NUL in a parameter)
+    if not isinstance(iss, str) or len(iss) > 500 or "\x00" in iss:
+        return None
+    row = _ISSUER.first({"iss": iss}, conn)
+    return None if row is None else _Issuer._make(row)
+
+
 def _revoke(token, *, ip, user_agent) -> dict:
-    # a disabled issuer may still take back what it vouched for: revocation only removes access
-    verified = trust.verify(token, typ=trust.LOGOUT_TYP, kind="logout", lookup_disabled=True)
+    # As the registration: the issuer is read and the signature checked before the first write, then every
+    # write is a Core statement in one short burst (on SQLite the writer lock is taken at the first write
+    # and held to the commit). The jti is that first write, so a replayed token is refused having written
+    # nothing; a token refused at any step leaves its jti unspent.
+    conn = db.session.connection()  # every statement below runs on it through rawsql (no ORM object is pending)
+    try:
+        parsed = trust.parse(token)  # once: verify() takes it, and reports a parse error in its turn
+    except ProtocolError:
+        parsed = None
+    verified = trust.verify(token, typ=trust.LOGOUT_TYP, kind="logout", lookup_disabled=True,
+                            issuer_row=_logout_issuer(parsed, conn), parsed=parsed, consume_jti=False)
     iss, sub = verified.issuer.issuer, verified.claims["sub"]
     now = utcnow()
-    delegations = list(db.session.execute(
-        db.select(Delegation).where(Delegation.iss == iss, Delegation.sub == sub)).scalars())
-    ids = [d.id for d in delegations]
-    revoked = credentials.revoke_where(Credential.delegation_id.in_(ids), now=now) if ids else 0
-    reg_ids = [d.registration_id for d in delegations if d.registration_id]
-    if reg_ids:
-        db.session.execute(update(Registration).where(Registration.id.in_(reg_ids), Registration.status == "active")
-                           .values(status="revoked", ended_at=now).execution_options(synchronize_session=False))
-    for d in delegations:
-        d.revoked_at = now
-        audit.record("registration.revoked", "provider", actor_id=iss, registration_id=d.registration_id,
-                     user_id=d.user_id, iss=iss, sub=sub, agent_platform=d.agent_platform,
-                     agent_context_id=d.agent_context_id, ip=ip, user_agent=user_agent,
-                     reason="logout_token", revoked_count=revoked)
-    if not delegations:
-        audit.record("registration.revoked", "provider", actor_id=iss, iss=iss, sub=sub, ip=ip,
-                     user_agent=user_agent, reason="logout_token", revoked_count=0)
+
+    # --- writes
+    trust.insert_jti(iss, verified.claims["jti"], verified.jti_keep_until, conn)
+    subject = {"subject_iss": iss, "subject_sub": sub, "now": now}
+    delegations = _REVOKE_DELEGATIONS.all(subject, conn)
+    revoked = 0
+    if delegations:
+        revoked = len(_REVOKE_CREDENTIALS.all(subject, conn))
+        _END_REGISTRATIONS.execute(subject, conn)
+    who = dict(actor_id=iss, iss=iss, sub=sub, ip=ip, user_agent=user_agent, reason="logout_token")
+    audit.insert([audit.values("registration.revoked", "provider", registration_id=reg_id, user_id=user_id,
+                               agent_platform=platform, agent_context_id=context, revoked_count=revoked, **who)
+                  for reg_id, user_id, platform, context in delegations]
+                 or [audit.values("registration.revoked", "provider", revoked_count=0, **who)], conn)
     return {"revoked": revoked}

@@ -573,12 +573,13 @@ def insert_on_conflict_do_nothing(table, *returning):
 _INSERT_JTI = Prepared(lambda dialect: on_conflict_do_nothing(dialect, SeenJti.__table__, SeenJti.__table__.c.jti))
 
 
-def insert_jti(iss: str, jti: str, keep_until: datetime) -> None:
+def insert_jti(iss: str, jti: str, keep_until: datetime, connection=None) -> None:
     """The replay store as one Core INSERT … ON CONFLICT DO NOTHING: the database's unique (iss, jti)
     decides, across workers and nodes (on PostgreSQL a concurrent twin waits for the first transaction,
     then sees the conflict; on SQLite the writer lock serializes them); no row returned means a replay
-    (RETURNING, not rowcount: rowcount did not say 1 here on PostgreSQL through the ORM session)."""
-    if _INSERT_JTI.first(dict(iss=iss, jti=jti, expires_at=keep_until)) is None:
+    (RETURNING, not rowcount: rowcount did not say 1 here on PostgreSQL through the ORM session).
+    connection: the session's, when the caller already holds it (rawsql.Prepared)."""
+    if _INSERT_JTI.first(dict(iss=iss, jti=jti, expires_at=keep_until), connection) is None:
         raise ProtocolError(400, "replay_detected", "This token was already used; every token is accepted once.")
 
 

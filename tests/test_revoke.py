@@ -1,12 +1,16 @@
 """Provider revocation (§4): POST /agent/auth/revoke with a logout token, verified through the same trust
 path and replay store; every credential of the subject stops working on the next call, on every instance."""
 import json
+import threading
 import time
+from datetime import datetime, timedelta
 
 import pytest
 
 from authmd.extensions import db
-from authmd.models import AuditEvent, Delegation, Registration
+from authmd.models import AuditEvent, Credential, Delegation, Registration
+from tests.conftest import count_rows
+from tests.fixtures.flows import audit_rows
 from tests.fixtures.provider import LOGOUT_TYP, REVOKED_EVENT, trust
 
 AUD = "http://localhost:8000"
@@ -105,6 +109,139 @@ def test_a_disabled_issuer_may_still_revoke(app, client, provider, register_id_j
     assert _get(client, cred).status_code == 401
 
 
+def test_each_revoked_delegation_gets_one_audit_row_carrying_the_subjects_total(app, client, provider,
+                                                                                register_id_jag, clock):
+    trust(app, provider)
+    a = _register(client, register_id_jag, provider, agent_context_id="c1")
+    _register(client, register_id_jag, provider, "api_key")  # the same delegation: a second credential
+    c = _register(client, register_id_jag, provider, aud=AUD + "/api/", agent_platform="Other/2")
+    clock.frozen = datetime.utcnow()
+    r = client.post("/agent/auth/revoke", data=provider.logout_token("user-123"),
+                    content_type="application/logout+jwt", headers={"User-Agent": "ProviderBot/2"})
+    assert r.json == {"revoked": 3}
+    with app.app_context():
+        delegations = db.session.execute(db.select(Delegation)).scalars().all()
+        assert [d.revoked_at for d in delegations] == [clock.frozen] * 2
+        assert {c.revoked_at for c in db.session.execute(db.select(Credential)).scalars()} == {clock.frozen}
+        regs = db.session.execute(db.select(Registration)).scalars().all()
+        assert {(g.id, g.status, g.ended_at) for g in regs} == {
+            (a["registration_id"], "revoked", clock.frozen), (c["registration_id"], "revoked", clock.frozen)}
+        expected = sorted((d.registration_id, d.user_id, d.agent_platform, d.agent_context_id) for d in delegations)
+    rows = audit_rows(app, "registration.revoked")
+    assert sorted((e["registration_id"], e["user_id"], e["agent_platform"], e["agent_context_id"])
+                  for e in rows) == expected
+    assert {e["agent_platform"] for e in rows} == {"TestAgent/1.0", "Other/2"}
+    for e in rows:
+        assert (e["actor_kind"], e["actor_id"], e["iss"], e["sub"], e["ip"], e["user_agent"]) == (
+            "provider", provider.issuer, provider.issuer, "user-123", "127.0.0.1", "ProviderBot/2")
+        assert e["data"] == {"reason": "logout_token", "revoked_count": 3}
+
+
+def test_nothing_to_revoke_is_still_audited_once_with_a_zero_count(app, client, provider):
+    trust(app, provider)
+    assert _revoke(client, provider.logout_token("nobody")).json == {"revoked": 0}
+    [row] = audit_rows(app, "registration.revoked")
+    assert {k: row[k] for k in ("actor_kind", "actor_id", "iss", "sub", "registration_id", "user_id",
+                                "agent_platform", "agent_context_id", "data")} == {
+        "actor_kind": "provider", "actor_id": provider.issuer, "iss": provider.issuer, "sub": "nobody",
+        "registration_id": None, "user_id": None, "agent_platform": None, "agent_context_id": None,
+        "data": {"reason": "logout_token", "revoked_count": 0}}
+
+
+def test_only_live_credentials_are_revoked_and_counted(app, client, provider, register_id_jag):
+    """An expired credential is left as it is and a revoked one keeps its first revocation time; neither
+    is counted. A registration an admin already ended keeps its end."""
+    trust(app, provider)
+    for wanted in ("api_key", "access_token", "access_token"):
+        _register(client, register_id_jag, provider, wanted)
+    ended = _register(client, register_id_jag, provider, aud=AUD + "/api/")
+    earlier = datetime(2020, 1, 1)
+    with app.app_context():
+        live, expired, revoked, other = db.session.execute(db.select(Credential).order_by(Credential.id)).scalars()
+        expired.expires_at = datetime.utcnow() - timedelta(seconds=1)
+        revoked.revoked_at = other.revoked_at = earlier
+        db.session.execute(db.update(Registration).where(Registration.id == ended["registration_id"])
+                           .values(status="revoked", ended_at=earlier))
+        db.session.commit()
+        ids = live.id, expired.id, revoked.id, other.id
+    assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
+    with app.app_context():
+        after = [db.session.get(Credential, i).revoked_at for i in ids]
+        assert after[0] is not None and after[0] > earlier
+        assert after[1:] == [None, earlier, earlier]
+        assert db.session.get(Registration, ended["registration_id"]).ended_at == earlier
+    assert [e["data"]["revoked_count"] for e in audit_rows(app, "registration.revoked")] == [1, 1]
+
+
+def test_the_same_sub_at_another_issuer_keeps_its_credentials(app, client, provider, make_provider,
+                                                              register_id_jag):
+    other = make_provider("other")
+    trust(app, provider)
+    trust(app, other)
+    mine = _register(client, register_id_jag, provider)
+    theirs = _register(client, register_id_jag, other)  # sub "user-123" too
+    assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
+    assert _get(client, mine["credential"]).status_code == 401
+    assert _get(client, theirs["credential"]).status_code == 200
+    with app.app_context():
+        assert db.session.get(Registration, theirs["registration_id"]).status == "active"
+        assert db.session.execute(db.select(Delegation.revoked_at).where(Delegation.iss == other.issuer)).scalar() \
+            is None
+
+
+def test_a_delegation_without_its_registration_is_still_revoked(app, client, provider, register_id_jag):
+    trust(app, provider)
+    cred = _register(client, register_id_jag, provider)["credential"]
+    with app.app_context():
+        db.session.execute(db.update(Delegation).values(registration_id=None))
+        db.session.commit()
+    assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
+    assert _get(client, cred).status_code == 401
+    [row] = audit_rows(app, "registration.revoked")
+    assert row["registration_id"] is None and row["data"]["revoked_count"] == 1
+
+
+def _at_once(apps, tokens):
+    """POST each token to its app instance in its own thread, released together; (status, revoked or error)."""
+    results, barrier = [], threading.Barrier(len(apps))
+
+    def send(application, token):
+        client = application.test_client()
+        barrier.wait()
+        r = _revoke(client, token)
+        results.append((r.status_code, r.json.get("revoked", r.json.get("error"))))
+
+    threads = [threading.Thread(target=send, args=pair) for pair in zip(apps, tokens)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+def test_the_same_logout_token_sent_to_two_app_instances_at_once_revokes_once(app, make_app, client, provider,
+                                                                            register_id_jag):
+    trust(app, provider)
+    _register(client, register_id_jag, provider)
+    _register(client, register_id_jag, provider, "api_key")
+    token = provider.logout_token("user-123")
+    assert sorted(_at_once([app, make_app()], [token, token]), key=str) == [(200, 2), (400, "replay_detected")]
+    assert len(audit_rows(app, "registration.revoked")) == 1
+
+
+def test_logout_tokens_for_one_subject_at_once_count_each_credential_once(app, make_app, client, provider,
+                                                                        register_id_jag):
+    trust(app, provider)
+    creds = [_register(client, register_id_jag, provider, wanted)["credential"] for wanted in ("access_token",
+                                                                                                "api_key")]
+    creds.append(_register(client, register_id_jag, provider, aud=AUD + "/api/")["credential"])
+    results = _at_once([app, make_app(), make_app()], [provider.logout_token("user-123") for _ in range(3)])
+    assert [s for s, _ in results] == [200] * 3
+    assert sum(n for _, n in results) == 3
+    for cred in creds:
+        assert _get(client, cred).status_code == 401
+
+
 # ------------------------------------------------------------------ §4 errors
 
 def test_replayed_logout_token_is_replay_detected(app, client, provider):
@@ -181,3 +318,28 @@ def test_a_failed_revocation_changes_nothing(app, client, provider, register_id_
     assert _get(client, cred).status_code == 200
     with app.app_context():
         assert db.session.execute(db.select(Delegation.revoked_at)).scalar() is None
+
+
+def test_a_replayed_logout_token_changes_nothing(app, client, provider, register_id_jag):
+    """The replay is refused before any write: the registration that came back after the first revocation
+    stays alive, and only the assertion.rejected row is added."""
+    trust(app, provider)
+    token = provider.logout_token("user-123")
+    _register(client, register_id_jag, provider)
+    assert _revoke(client, token).json == {"revoked": 1}
+    again = _register(client, register_id_jag, provider)
+    before = count_rows(app)
+    _err(_revoke(client, token), "replay_detected")
+    assert count_rows(app) == dict(before, audit_events=before["audit_events"] + 1)
+    assert [e["data"]["error"] for e in audit_rows(app, "assertion.rejected")] == ["replay_detected"]
+    assert _get(client, again["credential"]).status_code == 200
+    with app.app_context():
+        assert db.session.get(Registration, again["registration_id"]).status == "active"
+        assert db.session.execute(db.select(Delegation.revoked_at)).scalar() is None
+
+
+def test_a_refused_logout_token_leaves_its_jti_unspent(app, client, provider):
+    token = provider.logout_token("user-123")
+    _err(_revoke(client, token), "invalid_issuer")
+    trust(app, provider)
+    assert _revoke(client, token).json == {"revoked": 0}
