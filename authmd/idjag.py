@@ -8,13 +8,14 @@ from .models import Credential, Delegation, Registration, TrustedIssuer
 from .secrets import new_id
 from .rawsql import Prepared
 from .users import normalize_email, normalize_phone
-from .util import ProtocolError, iso, utcnow
+from .util import ProtocolError, iso, printable, utcnow
 
 CREDENTIAL_TYPES = ("access_token", "api_key")
 
 
 def _text(value, limit: int):
-    return value[:limit] if isinstance(value, str) and value else None
+    # shown in the console and the portal: no control characters (PostgreSQL also refuses a NUL)
+    return printable(value, limit) if isinstance(value, str) else None
 
 
 def agent_details(claims: dict) -> tuple[str | None, str | None]:
@@ -148,7 +149,7 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
         raise ProtocolError(400, "unsupported_credential_type",
                             "requested_credential_type must be \"access_token\" or \"api_key\".")
     verified = trust.verify(assertion, typ=trust.ID_JAG_TYP, kind="id_jag", issuer_row=issuer_row,
-                            parsed=parsed, consume_jti=False)
+                            parsed=parsed)
     claims, row = verified.claims, verified.issuer
     _check_policy(claims, row)
     now = utcnow()
@@ -279,7 +280,7 @@ def _revoke(token, *, ip, user_agent) -> dict:
     except ProtocolError:
         parsed = None
     verified = trust.verify(token, typ=trust.LOGOUT_TYP, kind="logout", lookup_disabled=True,
-                            issuer_row=_logout_issuer(parsed, conn), parsed=parsed, consume_jti=False)
+                            issuer_row=_logout_issuer(parsed, conn), parsed=parsed)
     iss, sub = verified.issuer.issuer, verified.claims["sub"]
     now = utcnow()
 

@@ -24,7 +24,7 @@ from . import audit
 from .extensions import db
 from .rawsql import Prepared
 from .models import SeenJti, TrustedIssuer
-from .util import ProtocolError, printable, utcnow
+from .util import ProtocolError, has_control, printable, utcnow
 
 log = logging.getLogger("authmd.trust")
 # EdDSA (Ed25519) stays in the spec's default allow-list; RFC 9864's rename is not a weakness.
@@ -362,7 +362,7 @@ class Verified:
     header: dict
     claims: dict
     issuer: TrustedIssuer  # or the row of its columns the caller handed in (verify's issuer_row)
-    jti_keep_until: datetime | None = None  # set when the caller consumes the jti (consume_jti=False)
+    jti_keep_until: datetime  # until when the caller's insert_jti() must remember the jti
 
 
 def _b64decode(part: str) -> bytes:
@@ -418,15 +418,14 @@ _UNSET = object()
 
 
 def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = False,
-           issuer_row=_UNSET, parsed: tuple | None = None, consume_jti: bool = True) -> Verified:
-    """Steps 1-7 of §2.3 (and §4 for logout tokens), in order. Consumes the jti (replay store) inside
-    a savepoint of the caller's transaction; raises ProtocolError with the spec's code.
+           issuer_row=_UNSET, parsed: tuple | None = None) -> Verified:
+    """Steps 1-7 of §2.3 (and §4 for logout tokens), in order; raises ProtocolError with the spec's code.
+    The replay store is the caller's: it calls insert_jti() with the Verified's jti_keep_until as the
+    first of its writes (both the ID-JAG registration and the provider revocation do).
 
     issuer_row: the issuer already read for the token's iss (or None), so it is not read twice: a
     TrustedIssuer, or a row with its columns (issuer, enabled, jwks_uri, algorithms, allow_private_jwks).
-    parsed: what parse(token) returned, when the caller has already parsed this token.
-    consume_jti=False leaves the replay store to the caller, which must then call insert_jti() (the
-    ID-JAG registration does, as the first of its writes)."""
+    parsed: what parse(token) returned, when the caller has already parsed this token."""
     cfg = current_app.config
     skew = timedelta(seconds=int(cfg.get("CLOCK_SKEW", 60)))
     logout = kind == "logout"
@@ -505,15 +504,17 @@ def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = Fal
         raise ProtocolError(400, "invalid_request", "The token is not valid yet (nbf).")
     # 7. sub, jti, replay
     sub, jti = claims.get("sub"), claims.get("jti")
-    if not isinstance(sub, str) or not sub or len(sub) > 255:
-        raise ProtocolError(400, "invalid_request", "The token must carry sub (a string of at most 255 characters).")
-    if not isinstance(jti, str) or not jti or len(jti) > 255:
-        raise ProtocolError(400, "invalid_request", "The token must carry jti (a string of at most 255 characters).")
+    # identifiers with control characters are refused (PostgreSQL cannot store a NUL; a newline would
+    # forge a line where they are shown)
+    if not isinstance(sub, str) or not sub or len(sub) > 255 or has_control(sub):
+        raise ProtocolError(400, "invalid_request",
+                            "The token must carry sub (a string of at most 255 characters, no control characters).")
+    if not isinstance(jti, str) or not jti or len(jti) > 255 or has_control(jti):
+        raise ProtocolError(400, "invalid_request",
+                            "The token must carry jti (a string of at most 255 characters, no control characters).")
     if logout:
         _check_logout_claims(claims)
     keep_until = datetime(1970, 1, 1) + timedelta(seconds=exp) + skew
-    if consume_jti:
-        remember_jti(row.issuer, jti, keep_until)
     return Verified(header=header, claims=claims, issuer=row, jti_keep_until=keep_until)
 
 
@@ -524,24 +525,6 @@ def _check_logout_claims(claims: dict) -> None:
                             f"The logout token's events must contain {REVOKED_EVENT} or {BACKCHANNEL_EVENT}.")
     if "nonce" in claims:
         raise ProtocolError(400, "invalid_request", "A logout token must not carry nonce.")
-
-
-def remember_jti(iss: str, jti: str, keep_until: datetime) -> None:
-    """The replay store: the database's unique (iss, jti) decides, so it holds across workers and nodes."""
-    from sqlalchemy.exc import IntegrityError
-    row = SeenJti(iss=iss, jti=jti, expires_at=keep_until)
-    try:
-        if db.session.get_bind().dialect.name == "sqlite" and not db.session().in_nested_transaction():
-            # pysqlite starts its transaction only at the first DML, so a leading SAVEPOINT would be the
-            # outermost transaction and its RELEASE would commit the jti early; the INSERT itself opens it.
-            db.session.add(row)
-            db.session.flush()
-        else:
-            with db.session.begin_nested():
-                db.session.add(row)
-    except IntegrityError:
-        db.session.rollback()
-        raise ProtocolError(400, "replay_detected", "This token was already used; every token is accepted once.") from None
 
 
 _ON_CONFLICT: dict = {}

@@ -18,6 +18,10 @@ def utcnow() -> datetime:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def has_control(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
 def printable(value, limit: int = 300):
     """A client-supplied header (User-Agent) fit to store, mail and show: no control characters (PostgreSQL
     refuses NUL; a newline would forge lines in a text mail), at most limit characters; None when empty."""

@@ -472,8 +472,24 @@ def test_a_nul_in_iss_or_sub_is_a_clear_400_and_still_audited(app, client, provi
     500) and its assertion.rejected row (with the NUL removed), on both databases."""
     trust(app, provider, require_amr="mfa")
     _err(register_id_jag(client, provider.id_jag(iss=provider.issuer + "\x00x")), 400, "invalid_issuer")
-    _err(register_id_jag(client, provider.id_jag(sub="user\x00-9")), 400, "insufficient_user_authentication")
+    _err(register_id_jag(client, provider.id_jag(sub="user\x00-9")), 400, "invalid_request")
+    _err(register_id_jag(client, provider.id_jag(sub="user-9", amr=["mfa"], jti="j\x00ti")), 400, "invalid_request")
     rejected = _events(app, "assertion.rejected")
     assert [(json.loads(e.data)["error"], e.iss, e.sub) for e in rejected] == [
         ("invalid_issuer", provider.issuer + "x", "user-123"),
-        ("insufficient_user_authentication", provider.issuer, "user-9")]
+        ("invalid_request", provider.issuer, "user-9"),
+        ("invalid_request", provider.issuer, "user-9")]
+    assert count_rows(app)["seen_jtis"] == 0 and count_rows(app)["delegations"] == 0
+
+
+def test_control_characters_in_the_agent_claims_are_dropped_before_they_are_stored(app, client, provider,
+                                                                                   register_id_jag):
+    # agent_platform and agent_context_id are shown in the console and the portal: stored without control
+    # characters (PostgreSQL refuses a NUL in a parameter; a newline would forge a line in a log or mail)
+    trust(app, provider)
+    r = register_id_jag(client, provider.id_jag(agent_platform="Test\x00Agent\n/1.0", act={"sub": "conv\x00-7"}))
+    assert r.status_code == 200, r.get_data(as_text=True)
+    with app.app_context():
+        d = db.session.execute(db.select(Delegation)).scalar_one()
+        reg = db.session.get(Registration, d.registration_id)
+        assert (d.agent_platform, d.agent_context_id, reg.agent_platform) == ("TestAgent/1.0", "conv-7", "TestAgent/1.0")

@@ -244,6 +244,17 @@ def test_logout_tokens_for_one_subject_at_once_count_each_credential_once(app, m
 
 # ------------------------------------------------------------------ §4 errors
 
+def test_a_nul_in_the_logout_tokens_sub_or_jti_is_a_clear_400(app, client, provider, register_id_jag):
+    # PostgreSQL refuses a NUL in a text parameter: a 400 JSON answer, not a 500, on both databases
+    trust(app, provider)
+    cred = _register(client, register_id_jag, provider)["credential"]
+    _err(_revoke(client, provider.logout_token(sub="user\x00-123")), "invalid_request")
+    _err(_revoke(client, provider.logout_token(jti="j\x00ti")), "invalid_request")
+    assert _get(client, cred).status_code == 200
+    rejected = audit_rows(app, "assertion.rejected")
+    assert [(r["data"]["error"], r["sub"]) for r in rejected] == [("invalid_request", "user-123")] * 2
+
+
 def test_replayed_logout_token_is_replay_detected(app, client, provider):
     trust(app, provider)
     token = provider.logout_token("user-123")
