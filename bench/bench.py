@@ -309,10 +309,13 @@ def main():
         if wanted("hot"):
             # agents that call less than once a minute: every call also writes last_used_at (no target;
             # the rows above preload a fresh last_used_at, so they measure the read-only check)
-            per_round = min(8000, (big - small) // args.rounds)  # more than a slice uses (else: non-2xx)
-            first = big - per_round * args.rounds
+            # keys of their own, never used: more per slice than a slice can send (else they show as non-2xx)
+            per_round = max(8000, 5000 * args.duration // args.rounds)
+            first = big
             with app.app_context():
-                loader.forget_last_use(first, big)
+                loader.credentials(first, first + per_round * args.rounds, regs, used=False)
+                if loader.pg:
+                    loader.analyze()
             sparse = []
             for n in range(args.rounds):
                 path = os.path.join(work, f"keys-sparse-{n}.txt")

@@ -87,10 +87,12 @@ class Loader:
                        "BenchAgent/1.0")
         self._bulk("registrations", REG_COLS, rows())
 
-    def credentials(self, start: int, stop: int, registrations: int):
+    def credentials(self, start: int, stop: int, registrations: int, used: bool = True):
+        """Credentials for token(start) .. token(stop - 1); used: last_used_at set to the load time, so the
+        hot path's once-a-minute last_used_at write does not enter what is measured (else never used)."""
         ts = self._ts
         created = ts(self.now - timedelta(days=1))
-        used = ts(self.now)  # the per-minute last_used_at write is not what we measure
+        used = ts(self.now) if used else None
 
         def rows():
             for n in range(start, stop):
@@ -117,10 +119,6 @@ class Loader:
         from sqlalchemy import text
         with self.engine.begin() as conn:
             conn.execute(text(statement))
-
-    def forget_last_use(self, start: int, stop: int):
-        """Credentials start..stop-1 never used: their next call writes last_used_at."""
-        self._sql(f"UPDATE credentials SET last_used_at = NULL WHERE id > {int(start)} AND id <= {int(stop)}")
 
     def analyze(self):
         self._sql("ANALYZE")
