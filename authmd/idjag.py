@@ -114,18 +114,24 @@ _LOOKUP = Prepared(db.select(*_DELEGATION_COLUMNS, users.PRIOR_USER, users.EMAIL
                         .outerjoin(users.EMAIL_USER, users.EMAIL_USER_ON)))
 
 
-def _issuer_for(claims) -> tuple:
-    """The trusted issuer the (not yet verified) token names, as a row of its columns (read once, handed
-    to verify), and whether any enabled issuer exists at all (only asked when the token's own issuer is
-    not an enabled one)."""
-    iss = claims.get("iss") if claims is not None else None
+def _issuer_named(parsed, conn=None):
+    """The trusted issuer, enabled or not, that a (not yet verified) token names, as a row of its columns
+    (read once, handed to verify); None when there is none or the token did not parse."""
+    iss = parsed[1].get("iss") if parsed is not None else None
     # an issuer with a NUL is no trusted issuer (and PostgreSQL refuses a NUL in a parameter)
-    row = _ISSUER.first({"iss": iss}) if isinstance(iss, str) and len(iss) <= 500 and "\x00" not in iss else None
-    if row is not None:
-        row = _Issuer._make(row)
-        if row.enabled:
-            return row, True
-    return row, _ANY_ENABLED.first() is not None
+    if not isinstance(iss, str) or len(iss) > 500 or "\x00" in iss:
+        return None
+    row = _ISSUER.first({"iss": iss}, conn)
+    return None if row is None else _Issuer._make(row)
+
+
+def _issuer_for(parsed, conn=None) -> tuple:
+    """_issuer_named(), and whether any enabled issuer exists at all (only asked when the token's own
+    issuer is not an enabled one)."""
+    row = _issuer_named(parsed, conn)
+    if row is not None and row.enabled:
+        return row, True
+    return row, _ANY_ENABLED.first(connection=conn) is not None
 
 
 def _register(assertion, wanted, *, ip, user_agent) -> dict:
@@ -142,7 +148,7 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
         parsed = trust.parse(assertion)  # once: verify() takes it, and reports a parse error in its turn
     except ProtocolError:
         parsed = None
-    issuer_row, any_enabled = _issuer_for(parsed[1] if parsed is not None else None)
+    issuer_row, any_enabled = _issuer_for(parsed, conn)
     if not any_enabled:
         raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.")
     if wanted not in CREDENTIAL_TYPES:
@@ -258,17 +264,6 @@ _END_REGISTRATIONS = Prepared(_registrations.update()
                               .values(status="revoked", ended_at=_NOW))
 
 
-def _logout_issuer(parsed, conn):
-    """The trusted issuer the (not yet verified) logout token names, as a row of its columns, enabled or
-    not: a disabled issuer may still take back what it vouched for (verify's lookup_disabled)."""
-    iss = parsed[1].get("iss") if parsed is not None else None
-    # an issuer with a NUL is no trusted issuer (and PostgreSQL refuses a NUL in a parameter)
-    if not isinstance(iss, str) or len(iss) > 500 or "\x00" in iss:
-        return None
-    row = _ISSUER.first({"iss": iss}, conn)
-    return None if row is None else _Issuer._make(row)
-
-
 def _revoke(token, *, ip, user_agent) -> dict:
     # As the registration: the issuer is read and the signature checked before the first write, then every
     # write is a Core statement in one short burst (on SQLite the writer lock is taken at the first write
@@ -279,8 +274,9 @@ def _revoke(token, *, ip, user_agent) -> dict:
         parsed = trust.parse(token)  # once: verify() takes it, and reports a parse error in its turn
     except ProtocolError:
         parsed = None
+    # a disabled issuer may still take back what it vouched for (lookup_disabled): revocation only removes access
     verified = trust.verify(token, typ=trust.LOGOUT_TYP, kind="logout", lookup_disabled=True,
-                            issuer_row=_logout_issuer(parsed, conn), parsed=parsed)
+                            issuer_row=_issuer_named(parsed, conn), parsed=parsed)
     iss, sub = verified.issuer.issuer, verified.claims["sub"]
     now = utcnow()
 
