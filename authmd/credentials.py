@@ -151,9 +151,11 @@ class _HeldConnection:
 
     Checking a connection out of the pool and back (with its reset) cost as much as the lookup itself.
     Autocommit means every lookup is its own statement-level snapshot: a revocation committed by any
-    worker or node is seen by the very next lookup; nothing but the connection is kept. Only a process's
-    main thread holds one (a gunicorn sync worker serves there); other threads use the pool. The
-    connection is closed when its engine is disposed and replaced after any error.
+    worker or node is seen by the very next lookup; nothing but the connection is kept. The once-a-minute
+    last_used_at UPDATE runs on it too, as one autocommit statement (`writer`: on SQLite the cursor that
+    takes the writer lock). Only a process's main thread holds one (a gunicorn sync worker serves there);
+    other threads use the pool. The connection is closed when its engine is disposed and replaced after
+    any error.
     """
 
     def __init__(self):
@@ -161,9 +163,10 @@ class _HeldConnection:
         self.pid = None
         self.fairy = None
         self.cursor = None
+        self.writer = None
 
     def get(self, engine):
-        """The held connection's cursor factory."""
+        """The held connection's cursor factory for reads (its `writer` is the one for the UPDATE)."""
         if self.fairy is not None and self.pid == os.getpid() and self.engine_ref() is engine:
             return self.cursor
         self.drop()
@@ -174,19 +177,20 @@ class _HeldConnection:
             # a plain sqlite3 cursor: the lookup is a read, so the writer lock's cursor has nothing to do
             self.cursor = functools.partial(sqlite3.Cursor, raw)
             # read the file through a memory map: with a million credentials most lookups miss SQLite's
-            # page cache, and each miss was a pread() (bench/README.md). Only this read-only connection
-            # maps; what it maps is the kernel's page cache, shared, not the worker's own memory.
+            # page cache, and each miss was a pread() (bench/README.md). Only this connection maps; what
+            # it maps is the kernel's page cache, shared, not the worker's own memory.
             self.cursor().execute(f"PRAGMA mmap_size={HOT_PATH_MMAP_BYTES}").fetchall()
         else:
             raw.autocommit = True
             self.cursor = raw.cursor
+        self.writer = raw.cursor
         self.fairy, self.pid, self.engine_ref = fairy, os.getpid(), weakref.ref(engine)
         if not event.contains(engine, "engine_disposed", _on_dispose):
             event.listen(engine, "engine_disposed", _on_dispose)
         return self.cursor
 
     def drop(self):
-        fairy, self.fairy, self.engine_ref, self.cursor = self.fairy, None, None, None
+        fairy, self.fairy, self.engine_ref, self.cursor, self.writer = self.fairy, None, None, None, None
         if fairy is not None and self.pid == os.getpid():
             try:
                 fairy.invalidate()  # never back into the pool: it is in autocommit mode
@@ -259,15 +263,35 @@ def authenticate(token: str):
     if cred.last_used_at is None or now - cred.last_used_at >= LAST_USED_GRANULARITY:
         # at most one write a minute per credential, so the hot path stays a read for busy callers; an
         # agent that calls less often than that writes on each call, so the write is one prepared statement
-        _TOUCH.execute({"credential_id": cred.id, "last_used_at": now, "stale_before": now - LAST_USED_GRANULARITY})
-        db.session.commit()
+        _touch({"credential_id": cred.id, "last_used_at": now, "stale_before": now - LAST_USED_GRANULARITY})
     return cred, reg, user, delegation
+
+
+def _touch(params: dict) -> None:
+    """The last_used_at UPDATE as one autocommit statement on the held connection, outside the session:
+    through the session it was five round trips on PostgreSQL (pool ping, BEGIN, UPDATE, COMMIT, reset)
+    and SQLAlchemy's transaction machinery on both (bench/README.md). A single UPDATE is atomic by itself."""
+    engine = db.engine
+    if threading.current_thread() is threading.main_thread():
+        _held.get(engine)
+        try:
+            _TOUCH.execute_on(engine.dialect, _held.writer(), params)
+        except Exception:
+            _held.drop()  # never keep a connection in an unknown state; the next request gets a fresh one
+            raise
+    else:
+        conn = engine.raw_connection()  # from the pool, in a transaction of its own
+        try:
+            _TOUCH.execute_on(engine.dialect, conn.cursor(), params)
+            conn.commit()
+        finally:
+            conn.close()
 
 
 _credentials = Credential.__table__
 # Only moves last_used_at forward: two workers or nodes touching the same credential cannot set it back.
-# Run through rawsql.Prepared (compiled once): as session.execute(update(...)) this write cost more than
-# the rest of the request (bench/README.md).
+# Compiled once (rawsql.Prepared), with the column types' conversions: as session.execute(update(...))
+# this write cost more than the rest of the request (bench/README.md).
 _TOUCH = Prepared(_credentials.update()
                   .where(_credentials.c.id == bindparam("credential_id"),
                          or_(_credentials.c.last_used_at.is_(None),

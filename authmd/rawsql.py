@@ -45,10 +45,8 @@ class Prepared:
                         for column in stmt.exported_columns)
         return str(compiled), fixed, binders, dialect.positional, readers
 
-    def _run(self, rows: list, fetch: str | None, many: bool = False, connection=None):
-        if connection is None:
-            connection = db.session.connection()  # begins the session's transaction if need be
-        dialect = connection.dialect
+    def _bound(self, dialect, rows: list) -> tuple:
+        """(SQL, the DBAPI arguments of each row, the result readers) for a dialect."""
         key = (dialect.name, tuple(rows[0]))
         plan = self._plans.get(key)
         if plan is None:
@@ -62,6 +60,13 @@ class Prepared:
                 args.append([values[n] if bind is None else bind(values[n]) for n, bind in binders])
             else:
                 args.append({n: values[n] if bind is None else bind(values[n]) for n, bind in binders})
+        return sql, args, readers
+
+    def _run(self, rows: list, fetch: str | None, many: bool = False, connection=None):
+        if connection is None:
+            connection = db.session.connection()  # begins the session's transaction if need be
+        dialect = connection.dialect
+        sql, args, readers = self._bound(dialect, rows)
         raw = connection.connection.dbapi_connection
         cursor = raw.cursor()
         try:
@@ -97,6 +102,12 @@ class Prepared:
 
     def execute(self, params: dict | None = None, connection=None) -> None:
         self._run([params or {}], None, connection=connection)
+
+    def execute_on(self, dialect, cursor, params: dict) -> None:
+        """Run on a DBAPI cursor of the caller's own connection, outside the session (the hot path's held
+        connection): its transaction, if any, is the caller's, and errors are the DBAPI's own."""
+        sql, args, _ = self._bound(dialect, [params])
+        cursor.execute(sql, args[0])
 
     def execute_many(self, rows: list[dict], connection=None) -> None:
         """The statement once per row (executemany); every row has the same parameter names."""

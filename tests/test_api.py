@@ -119,6 +119,21 @@ def test_last_used_is_written_at_most_once_a_minute(app, client, clock):
         assert db.session.execute(db.select(Credential.last_used_at)).scalar() == datetime(2026, 5, 20, 12, 1, 1)
 
 
+def test_last_used_is_written_from_another_thread_too(app, client, clock):
+    # the main thread writes through the worker's held connection, any other thread through the pool
+    import threading
+    reg = register(client)
+    clock.frozen = datetime(2026, 5, 20, 12, 0, 0)
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(app.test_client().get(
+        "/api/resource", headers={"Authorization": "Bearer " + reg["credential"]})))
+    worker.start()
+    worker.join()
+    assert answers[0].status_code == 200
+    with app.app_context():
+        assert db.session.execute(db.select(Credential.last_used_at)).scalar() == datetime(2026, 5, 20, 12)
+
+
 def test_last_used_only_moves_forward(app, client, clock):
     # two workers (or nodes) that both saw a stale last_used_at race to write it: the later time stays
     from authmd import credentials
