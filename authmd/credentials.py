@@ -262,7 +262,7 @@ def authenticate(token: str):
         raise ProtocolError(401, "invalid_token", "The user behind this credential is disabled.")
     if cred.last_used_at is None or now - cred.last_used_at >= LAST_USED_GRANULARITY:
         # at most one write a minute per credential, so the hot path stays a read for busy callers; an
-        # agent that calls less often than that writes on each call, so the write is one prepared statement
+        # agent that calls less often than that writes on each call, so the write is one cheap statement
         _touch({"credential_id": cred.id, "last_used_at": now, "stale_before": now - LAST_USED_GRANULARITY})
     return cred, reg, user, delegation
 
@@ -274,15 +274,19 @@ def _touch(params: dict) -> None:
     engine = db.engine
     if threading.current_thread() is threading.main_thread():
         _held.get(engine)
+        cursor = _held.writer()
         try:
-            _TOUCH.execute_on(engine.dialect, _held.writer(), params)
+            _TOUCH.execute_on(engine.dialect, cursor, params)
+            cursor.close()
         except Exception:
             _held.drop()  # never keep a connection in an unknown state; the next request gets a fresh one
             raise
     else:
         conn = engine.raw_connection()  # from the pool, in a transaction of its own
         try:
-            _TOUCH.execute_on(engine.dialect, conn.cursor(), params)
+            cursor = conn.cursor()
+            _TOUCH.execute_on(engine.dialect, cursor, params)
+            cursor.close()
             conn.commit()
         finally:
             conn.close()
