@@ -353,7 +353,7 @@ def main():
         server.stop()
 
     revoke_s = time_subject_revocation(app, db, loader)
-    say(f"\n| endpoint | req/s | p50 ms | p99 ms | healthz req/s (alternating) | × healthz | target |")
+    say("\n| endpoint | req/s | p50 ms | p99 ms | healthz req/s (alternating) | × healthz | target |")
     say("|---|---:|---:|---:|---:|---:|---|")
     verdicts = []
     for name, r in rows.items():

@@ -144,12 +144,10 @@ def test_last_used_only_moves_forward(app, client, clock):
         cid = db.session.execute(db.select(Credential.id)).scalar()
         late = {"credential_id": cid, "last_used_at": datetime(2026, 5, 20, 11, 59, 59),
                 "stale_before": datetime(2026, 5, 20, 11, 58, 59)}
-        credentials._TOUCH.execute(late)
-        db.session.commit()
+        credentials._touch(late)  # the hot path's own write (on the worker's held connection)
         assert db.session.execute(db.select(Credential.last_used_at)).scalar() == datetime(2026, 5, 20, 12)
         later = dict(late, last_used_at=datetime(2026, 5, 20, 12, 1, 30), stale_before=datetime(2026, 5, 20, 12, 0, 30))
-        credentials._TOUCH.execute(later)
-        db.session.commit()
+        credentials._touch(later)
         assert db.session.execute(db.select(Credential.last_used_at)).scalar() == datetime(2026, 5, 20, 12, 1, 30)
 
 
