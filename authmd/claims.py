@@ -6,7 +6,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import update
 
-from . import audit, credentials, mail, scopes, settings
+from . import audit, credentials, mail, scopes, settings, tx
 from .extensions import db
 from .models import ClaimAttempt, Credential, Registration
 from .secrets import digest, new_id, new_otp, new_token
@@ -62,10 +62,18 @@ def expire_registration(reg: Registration, now=None) -> bool:
 
 
 def expire_if_due(reg: Registration, now=None) -> None:
+    """Expire an unclaimed registration past its deadline, in the caller's transaction; the expiry also
+    lands when the request then fails (tx.keep_on_error), as it usually does (410 claim_expired)."""
     now = now or utcnow()
     if reg.status == "pending" and reg.claim_expires_at and reg.claim_expires_at <= now:
         expire_registration(reg, now=now)
-        db.session.commit()
+        tx.keep_on_error(expire_by_id, reg.id, now)
+
+
+def expire_by_id(registration_id: str, now=None) -> bool:
+    """expire_registration() for a registration named by id (what a failed request leaves behind)."""
+    reg = db.session.get(Registration, registration_id)
+    return reg is not None and expire_registration(reg, now=now)
 
 
 def expire_due(now=None, batch: int = 500) -> int:
@@ -286,7 +294,6 @@ def complete(claim_token: str, otp: str) -> dict:
         update(Registration).where(Registration.id == reg.id, Registration.status == "pending")
         .values(status="claimed", claimed_at=now).execution_options(synchronize_session=False)).rowcount
     if not won:
-        db.session.rollback()
         raise ProtocolError(409, "previously_claimed", "This registration has already been claimed.")
     user = find_or_provision_by_email(attempt.email)
     db.session.flush()
@@ -313,7 +320,9 @@ def complete(claim_token: str, otp: str) -> dict:
 
 
 def _record_failure(reg: Registration, attempt: ClaimAttempt) -> None:
-    """Count a wrong code (the attempt's try is already reserved) and commit, though the answer is an error."""
+    """Count a wrong code (the attempt's try is already reserved). The transaction then holds exactly the
+    count, under the registration's lock: the error handler commits it (tx.commit_on_error), so that
+    concurrent guesses cannot overshoot the limits."""
     db.session.execute(update(Registration).where(Registration.id == reg.id)
                        .values(failed_otp_count=Registration.failed_otp_count + 1)
                        .execution_options(synchronize_session=False))
@@ -322,4 +331,4 @@ def _record_failure(reg: Registration, attempt: ClaimAttempt) -> None:
                  failures=reg.failed_otp_count)
     if reg.failed_otp_count == int(settings.get("otp_max_failures_per_registration")):
         audit.record("claim.locked", "system", registration_id=reg.id, failures=reg.failed_otp_count)
-    db.session.commit()
+    tx.commit_on_error()

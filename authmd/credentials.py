@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from sqlalchemy import and_, bindparam, event, or_, update
 
-from . import settings
+from . import settings, tx
 from .extensions import db
 from .models import Credential, Delegation, Registration, User
 from .rawsql import Prepared
@@ -254,9 +254,8 @@ def authenticate(token: str):
     if reg.status in ("expired", "revoked"):
         raise ProtocolError(401, "invalid_token", "The registration has ended.")
     if reg.status == "pending" and reg.claim_expires_at is not None and reg.claim_expires_at <= now:
-        from .claims import expire_registration
-        expire_registration(db.session.get(Registration, reg.id), now=now)
-        db.session.commit()
+        from .claims import expire_by_id
+        tx.keep_on_error(expire_by_id, reg.id, now)  # the caller's error path writes it (tx.rollback)
         raise ProtocolError(401, "invalid_token", "The registration was not claimed in time and has expired.")
     if user is not None and not user.is_active:
         raise ProtocolError(401, "invalid_token", "The user behind this credential is disabled.")

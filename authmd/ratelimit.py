@@ -117,9 +117,9 @@ def init_app(app) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc):
-        from .extensions import db
+        from . import tx
         from .protocol.errors import json_error
-        db.session.rollback()
+        tx.rollback()
         return json_error(429, "rate_limited", "Too many requests; wait Retry-After seconds and retry.",
                           {"Retry-After": str(retry_after())})
 

@@ -20,7 +20,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from . import audit
+from . import audit, tx
 from .extensions import db
 from .rawsql import Prepared
 from .models import SeenJti, TrustedIssuer
@@ -567,8 +567,8 @@ def insert_jti(iss: str, jti: str, keep_until: datetime, connection=None) -> Non
 
 
 def record_rejection(exc: ProtocolError, token, kind: str, *, ip=None, user_agent=None) -> None:
-    """assertion.rejected with the error code (never the token), committed on its own: the error
-    handler rolls the request's session back."""
+    """assertion.rejected with the error code (never the token), written after the error handler has
+    rolled the request back (tx.keep_on_error)."""
     iss = sub = None
     try:
         _h, claims = parse(token)
@@ -576,12 +576,6 @@ def record_rejection(exc: ProtocolError, token, kind: str, *, ip=None, user_agen
         sub = claims.get("sub") if isinstance(claims.get("sub"), str) else None
     except ProtocolError:
         pass
-    db.session.rollback()
-    try:
-        audit.record("assertion.rejected", "provider" if kind == "logout" else "agent",
+    tx.keep_on_error(audit.record, "assertion.rejected", "provider" if kind == "logout" else "agent",
                      iss=printable(iss, 500), sub=printable(sub, 255), ip=ip, user_agent=user_agent,
                      error=exc.code, kind=kind)
-        db.session.commit()
-    except Exception:  # noqa: BLE001 - an audit hiccup must not turn a 400 into a 500
-        db.session.rollback()
-        log.exception("could not record assertion.rejected")

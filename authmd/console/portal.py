@@ -2,7 +2,7 @@
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import claims, revocation, scopes, settings
+from .. import claims, revocation, scopes, settings, tx
 from ..extensions import db
 from ..models import ClaimAttempt, Credential, Delegation, Registration
 from ..util import ProtocolError, utcnow
@@ -73,9 +73,9 @@ def show_code(attempt_id):
     try:
         answer = claims.mint_code_for_attempt(attempt_id, current_user.email, ip=request.remote_addr,
                                               user_agent=request.user_agent.string, actor_id=current_user.id)
-        db.session.commit()
+        tx.commit()
     except ProtocolError as exc:
-        db.session.rollback()
+        tx.rollback()
         return _home(error=exc.message, code_for=attempt_id, status=exc.status)
     return _home(code=answer, code_for=attempt_id)
 
@@ -91,10 +91,10 @@ def deny(attempt_id):
     if request.method == "POST" and form.validate_on_submit():
         try:
             claims.deny_for_attempt(attempt_id, current_user.email, actor_id=current_user.id)
-            db.session.commit()
+            tx.commit()
             flash("Refused. That agent cannot bind itself to your address.", "success")
         except ProtocolError as exc:
-            db.session.rollback()
+            tx.rollback()
             flash(exc.message, "error")
         return redirect(url_for("portal.home"))
     agent = claims.agent_description(attempt.registration, attempt)

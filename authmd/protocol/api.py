@@ -4,7 +4,7 @@ import json
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from .. import credentials
+from .. import credentials, tx
 from ..util import ProtocolError
 from .errors import json_error
 
@@ -33,6 +33,7 @@ def require_credential(scope: str | None = None):
             try:
                 cred, reg, user, delegation = credentials.authenticate(token)
             except ProtocolError as exc:
+                tx.rollback()  # writes what the refusal leaves behind (an unclaimed registration expired)
                 return _invalid(exc.message)
             if scope is not None and scope not in cred.scope_list:
                 return json_error(403, "insufficient_scope", f"This call needs the scope {scope}.",

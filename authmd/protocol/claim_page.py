@@ -1,8 +1,7 @@
 """Claim page room: the page a person opens from the claim email (HTML, works without JavaScript)."""
 from flask import Blueprint, render_template, request
 
-from .. import claims, settings
-from ..extensions import db
+from .. import claims, settings, tx
 from ..util import ProtocolError, iso, printable
 
 bp = Blueprint("claim_page", __name__)
@@ -31,7 +30,9 @@ def view():
     attempt = claims.attempt_by_link_token(token)
     if attempt is None:
         return (*_page(token, None, "unknown", status=404), PRIVATE)
-    return (*_page(token, attempt, claims.attempt_state(attempt)), PRIVATE)
+    page = _page(token, attempt, claims.attempt_state(attempt))
+    tx.commit()  # attempt_state() may have found the registration past its deadline and expired it
+    return (*page, PRIVATE)
 
 
 @bp.post("/agent/auth/claim/view")
@@ -45,12 +46,12 @@ def act():
     try:
         if action == "deny":
             claims.deny(token)
-            db.session.commit()
+            tx.commit()
             return _page(token, attempt, "denied")
         answer = claims.mint_code(token, ip=request.remote_addr, user_agent=printable(request.user_agent.string))
-        db.session.commit()
+        tx.commit()
     except ProtocolError as exc:
-        db.session.rollback()
+        tx.rollback()
         attempt = claims.attempt_by_link_token(token)
         state = claims.attempt_state(attempt)
         # an open attempt keeps the failure's status (e.g. 429); otherwise the page's own status, as on GET

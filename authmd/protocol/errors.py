@@ -4,7 +4,7 @@ import logging
 from flask import current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from ..extensions import db
+from .. import tx
 from ..util import ProtocolError
 
 log = logging.getLogger("authmd")
@@ -43,14 +43,14 @@ def html_error(status: int, title: str, message: str):
 def register(app):
     @app.errorhandler(ProtocolError)
     def protocol_error(exc: ProtocolError):
-        db.session.rollback()
+        tx.rollback()
         if wants_json():
             return json_error(exc.status, exc.code, exc.message, exc.headers)
         return html_error(exc.status, exc.code.replace("_", " "), exc.message)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        db.session.rollback()
+        tx.rollback()
         code = HTTP_CODES.get(exc.code, "invalid_request" if exc.code < 500 else "server_error")
         message = {413: "The request body is larger than 64 KiB.",
                    404: "There is nothing at this path.",
@@ -68,7 +68,7 @@ def register(app):
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        db.session.rollback()
+        tx.rollback(unexpected=True)
         log.exception("unhandled error on %s %s", request.method, request.path)
         if wants_json():
             return json_error(500, "server_error", "Something went wrong on our side; retry later.")
