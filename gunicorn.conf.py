@@ -8,7 +8,9 @@ def _int(name, default):
     return int(value) if value else default
 
 
-bind = os.environ.get("AUTHMD_BIND", "0.0.0.0:8000")
+# loopback by default: `make run` switches the development provider on. AUTHMD_BIND=0.0.0.0:8000 listens on
+# every interface (in production, bind loopback and put the reverse proxy of docs/production.md in front).
+bind = os.environ.get("AUTHMD_BIND", "127.0.0.1:8000")
 # sync workers: each request holds one worker; the work is short database calls, so 2×CPU+1 keeps the
 # CPUs busy while some wait on the database. Capped so a large box does not open hundreds of DB connections.
 workers = _int("AUTHMD_WORKERS", min(multiprocessing.cpu_count() * 2 + 1, 12))
