@@ -13,7 +13,7 @@ SECRET_WORDS = ("credential", "token", "otp", "code", "password", "secret", "ass
 
 def values(event: str, actor_kind: str = "system", *, actor_id=None, registration_id=None,
            user_id=None, iss=None, sub=None, agent_platform=None, agent_context_id=None,
-           ip=None, user_agent=None, now=None, **data) -> dict:
+           ip=None, user_agent=None, now=None, protocol=None, **data) -> dict:
     """The column values of one audit row (see record())."""
     for key in data:
         # a guard against a future caller passing a secret by mistake
@@ -26,7 +26,7 @@ def values(event: str, actor_kind: str = "system", *, actor_id=None, registratio
                 actor_id=str(actor_id) if actor_id is not None else None,
                 ip=ip, user_agent=printable(user_agent),
                 registration_id=registration_id, user_id=user_id, iss=iss, sub=sub,
-                agent_platform=agent_platform, agent_context_id=agent_context_id,
+                agent_platform=agent_platform, agent_context_id=agent_context_id, protocol=protocol,
                 data=json.dumps(data, sort_keys=True, default=str) if data else None)
 
 
@@ -52,4 +52,4 @@ def as_dict(row: AuditEvent) -> dict:
             "user_agent": row.user_agent, "registration_id": row.registration_id,
             "user_id": row.user_id, "iss": row.iss, "sub": row.sub,
             "agent_platform": row.agent_platform, "agent_context_id": row.agent_context_id,
-            "data": json.loads(row.data) if row.data else {}}
+            "protocol": row.protocol, "data": json.loads(row.data) if row.data else {}}

@@ -51,6 +51,8 @@ ERRORS = [
     ("unauthorized", 401, "protected API", "Send Authorization: Bearer <credential>."),
     ("invalid_token", 401, "protected API", "The credential is unknown, revoked or expired; register again."),
     ("insufficient_scope", 403, "protected API", "The credential lacks the scope named in WWW-Authenticate; claim it or ask for more."),
+    ("invalid_grant", 400, "POST /oauth2/token", "The assertion is not valid (expired, revoked, superseded or unclaimed); get a fresh one from /agent/identity."),
+    ("invalid_refresh_token", 400, "POST /agent/identity (refresh)", "The refresh token is unknown, expired, used or revoked; register again."),
 ]
 
 

@@ -14,6 +14,8 @@ def init_db() -> None:
     from flask_migrate import upgrade
     upgrade(directory=current_app.extensions["migrate"].directory)
     scope_mod.seed()
+    from . import keys
+    keys.ensure()  # the first signing key, made here so that workers starting together never race for it
     if current_app.config.get("DEV_PROVIDER"):
         try:
             from .devprovider import ensure_trusted
@@ -119,10 +121,10 @@ def register(app):
 
     app.cli.add_command(outbox)
 
-    from . import ops_cli, trust_cli
+    from . import keys_cli, ops_cli, trust_cli
     from .console import cli as console_cli
     from .devprovider import cli as devprovider_cli
-    for module in (trust_cli, console_cli, devprovider_cli, ops_cli):
+    for module in (trust_cli, console_cli, devprovider_cli, ops_cli, keys_cli):
         module.register(app)
 
 

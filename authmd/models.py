@@ -73,6 +73,8 @@ class Registration(db.Model):
     user_agent: Mapped[Optional[str]] = mapped_column(String(300))
     agent_platform: Mapped[Optional[str]] = mapped_column(String(200))
     iss: Mapped[Optional[str]] = mapped_column(String(500))
+    # v0.1 (/agent/auth) | latest (/agent/identity): a claim token works only in the family that issued it
+    protocol: Mapped[str] = mapped_column(String(10), default="v0.1", server_default="v0.1")
 
     user = relationship("User", foreign_keys=[user_id])
 
@@ -94,6 +96,11 @@ class ClaimAttempt(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     ip: Mapped[Optional[str]] = mapped_column(String(64))
     user_agent: Mapped[Optional[str]] = mapped_column(String(300))
+    # latest: `email` holds the normalised login_hint, the otp_* columns the user_code; a signed-in user
+    # whose email is the login_hint pressed Authorize at these
+    protocol: Mapped[str] = mapped_column(String(10), default="v0.1", server_default="v0.1")
+    confirmed_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    confirmed_user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
 
     registration = relationship("Registration", lazy="joined")
 
@@ -112,10 +119,41 @@ class Credential(db.Model):
     expires_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
     revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
     last_used_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    protocol: Mapped[str] = mapped_column(String(10), default="v0.1", server_default="v0.1")
+    resource: Mapped[Optional[str]] = mapped_column(String(500))  # latest: what /oauth2/token was asked for
 
     @property
     def scope_list(self) -> list:
         return self.scopes.split() if self.scopes else []
+
+
+class RefreshToken(db.Model):
+    """The latest protocol's rotating refresh tokens (digest only). A family is one chain of rotations:
+    a spent token presented again revokes the whole family."""
+    __tablename__ = "refresh_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    family_id: Mapped[str] = mapped_column(String(40), index=True)
+    registration_id: Mapped[str] = mapped_column(ForeignKey("registrations.id"), index=True)
+    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
+    spent_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    revoked_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+
+
+class SigningKey(db.Model):
+    """The service's own signing keys (ES256). The newest unretired key signs; a key is published and
+    accepted until publish_until (unset while it may still sign)."""
+    __tablename__ = "signing_keys"
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)  # RFC 7638 thumbprint
+    alg: Mapped[str] = mapped_column(String(10), default="ES256")
+    public_jwk: Mapped[str] = mapped_column(Text)  # JSON
+    private_key: Mapped[str] = mapped_column(Text)  # encrypted (keys.py), never in clear
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    retired_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    publish_until: Mapped[Optional[datetime]] = mapped_column(DateTime)
 
 
 class Delegation(db.Model):
@@ -190,6 +228,7 @@ class AuditEvent(db.Model):
     agent_platform: Mapped[Optional[str]] = mapped_column(String(200))
     agent_context_id: Mapped[Optional[str]] = mapped_column(String(255))
     data: Mapped[Optional[str]] = mapped_column(Text)  # JSON details, never secrets
+    protocol: Mapped[Optional[str]] = mapped_column(String(10))  # v0.1 | latest, for agent and provider events
 
 
 class OutboxMail(db.Model):
@@ -211,6 +250,7 @@ class LoginLink(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     used_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    next_path: Mapped[Optional[str]] = mapped_column(String(2000))  # where the link lands (a /claim page)
 
 
 class LoginFailure(db.Model):

@@ -22,6 +22,14 @@ DEFAULTS = {
     "otp_max_failures_per_registration": 20,
     "claim_max_attempts_per_hour": 10,  # per registration: new claim emails (spec §6), across every worker
     "existing_users_only": False,
+    # the latest protocol (/agent/identity, /oauth2/token)
+    "assertion_ttl": 3600,           # the service-signed identity assertion
+    "refresh_token_ttl": 30 * 86400,  # sliding: each rotation starts a fresh period
+    "user_code_ttl": 600,            # the code the claim page shows after Authorize
+    "id_jag_max_auth_age": 3600,     # max_age: how old an ID-JAG's auth_time may be at /agent/identity
+    # off: an ID-JAG whose verified email matches a user with no delegation from that (iss, sub) needs
+    # that user's confirmation (the takeover guard); on: v0.1's silent link by email
+    "link_identities_by_email": False,
 }
 
 

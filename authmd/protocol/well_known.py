@@ -1,7 +1,9 @@
 """Discovery room: RFC 9728 / RFC 8414 metadata and the served /auth.md."""
+import json
+
 from flask import Blueprint, Response, request
 
-from .. import authdoc
+from .. import authdoc, keys
 
 bp = Blueprint("well_known", __name__)
 CACHE = "public, max-age=300"
@@ -23,6 +25,14 @@ def protected_resource():
 @bp.get("/.well-known/oauth-authorization-server")
 def authorization_server():
     return _json(authdoc.authorization_server_json())
+
+
+@bp.get("/.well-known/jwks.json")
+def jwks():
+    """The service's signing keys (RFC 7517): every key a valid identity assertion can be signed with."""
+    resp = Response(json.dumps(keys.jwks(), separators=(",", ":")), mimetype="application/json")
+    resp.headers["Cache-Control"] = CACHE
+    return resp
 
 
 @bp.get("/auth.md")

@@ -1,0 +1,144 @@
+"""Tokens room: the latest protocol's access tokens (rows of `credentials`, so the one credential check
+serves both protocols) and its rotating refresh tokens (`refresh_tokens`, digests only).
+
+A refresh token is used once: rotating it spends it (a conditional UPDATE, so of two concurrent uses
+exactly one wins) and hands out the next one of the same family. A spent token presented again means
+two parties hold the family (RFC 9700 §4.14.2): the whole family is revoked, with the registration's
+access tokens of this protocol, and the answer is the same 400 invalid_refresh_token as for an unknown
+token. That revocation must land although the request fails, so it goes through tx.keep_on_error.
+"""
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from . import audit, credentials, settings, tx
+from .extensions import db
+from .models import Credential, RefreshToken, Registration
+from .secrets import digest, display_prefix, new_token
+from .util import ProtocolError, utcnow
+
+REFRESH_PREFIX = "art_"
+_credentials = Credential.__table__
+_INSERT_ACCESS = _credentials.insert().returning(_credentials.c.id)
+
+
+def issue_access(registration: Registration, scopes: list[str], *, resource=None, now=None,
+                 ip=None, user_agent=None) -> dict:
+    """A fresh access token for a latest registration: the token response's fields. Caller commits."""
+    now = now or utcnow()
+    values, token = credentials.new_values(registration.id, "access_token", scopes, user_id=registration.user_id,
+                                           delegation_id=registration.delegation_id, now=now)
+    values.update(protocol="latest", resource=resource)
+    cred_id = db.session.execute(_INSERT_ACCESS, values).scalar_one()
+    audit.record("token.issued", "agent", registration_id=registration.id, user_id=registration.user_id,
+                 protocol="latest", credential_id=cred_id, credential_prefix=values["prefix"],
+                 scope=" ".join(scopes), resource=resource, ip=ip, user_agent=user_agent)
+    return {"access_token": token, "token_type": "Bearer",
+            "expires_in": int((values["expires_at"] - now).total_seconds()), "scope": " ".join(scopes)}
+
+
+def revoke_access_tokens(registration_id: str, now=None) -> int:
+    """Revoke every live access token of the latest protocol of a registration. Caller commits."""
+    return credentials.revoke_where(Credential.registration_id == registration_id,
+                                    Credential.protocol == "latest", now=now)
+
+
+def issue_refresh(registration_id: str, user_id=None, *, family_id=None, now=None) -> tuple[str, "datetime"]:
+    """A new refresh token (a new family unless family_id is given): (token, expires_at). Caller commits."""
+    now = now or utcnow()
+    token = new_token(REFRESH_PREFIX, 32)
+    expires = now + timedelta(seconds=int(settings.get("refresh_token_ttl")))
+    db.session.add(RefreshToken(digest=digest(token), prefix=display_prefix(token),
+                                family_id=family_id or "rtf_" + uuid.uuid4().hex, registration_id=registration_id,
+                                user_id=user_id, created_at=now, expires_at=expires))
+    return token, expires
+
+
+def _invalid() -> ProtocolError:
+    return ProtocolError(400, "invalid_refresh_token",
+                         "The refresh token is not valid (unknown, expired, revoked or already used); "
+                         "register again.")
+
+
+def rotate_refresh(token, *, now=None) -> tuple[Registration, str, "datetime"]:
+    """Spend a refresh token and hand out the next one of its family: (registration, new token, its expiry).
+    Raises 400 invalid_refresh_token; a spent token used again revokes its family (see the module)."""
+    now = now or utcnow()
+    if not isinstance(token, str) or not token.startswith(REFRESH_PREFIX) or len(token) > 200:
+        raise _invalid()
+    row = db.session.execute(db.select(RefreshToken).where(RefreshToken.digest == digest(token))).scalar()
+    if row is None or row.revoked_at is not None:
+        raise _invalid()
+    if row.spent_at is not None:
+        _reused(row, now)
+    if row.expires_at <= now:
+        raise _invalid()
+    reg = db.session.get(Registration, row.registration_id)
+    if reg is None or reg.status in ("expired", "revoked"):
+        raise _invalid()
+    won = db.session.execute(
+        update(RefreshToken).where(RefreshToken.id == row.id, RefreshToken.spent_at.is_(None),
+                                   RefreshToken.revoked_at.is_(None))
+        .values(spent_at=now).execution_options(synchronize_session=False)).rowcount
+    if not won:  # a concurrent use of the same token won: this one is the second use
+        _reused(row, now)
+    new, expires = issue_refresh(reg.id, row.user_id, family_id=row.family_id, now=now)
+    return reg, new, expires
+
+
+def _reused(row: RefreshToken, now) -> None:
+    tx.keep_on_error(revoke_family, row.family_id, reason="reuse", now=now)
+    raise _invalid()
+
+
+def revoke_family(family_id: str, *, reason: str, now=None, actor_kind: str = "system") -> int:
+    """Revoke every token of a refresh-token family and its registration's latest access tokens; audit
+    refresh_token.reused (reason "reuse") or token.revoked. Returns how many access tokens stopped."""
+    now = now or utcnow()
+    reg_id = db.session.execute(db.select(RefreshToken.registration_id)
+                                .where(RefreshToken.family_id == family_id).limit(1)).scalar()
+    if reg_id is None:
+        return 0
+    families = db.session.execute(
+        update(RefreshToken).where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now).execution_options(synchronize_session=False)).rowcount or 0
+    revoked = revoke_access_tokens(reg_id, now=now) if reason == "reuse" else 0
+    event = "refresh_token.reused" if reason == "reuse" else "token.revoked"
+    audit.record(event, actor_kind, registration_id=reg_id, protocol="latest", family_id=family_id,
+                 refresh_tokens_revoked=families, revoked_count=revoked)
+    return revoked
+
+
+def revoke_registration_refresh_tokens(registration_id: str, now=None) -> int:
+    """Revoke every refresh token of a registration (its revocation). Caller commits."""
+    now = now or utcnow()
+    return db.session.execute(
+        update(RefreshToken).where(RefreshToken.registration_id == registration_id,
+                                   RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now).execution_options(synchronize_session=False)).rowcount or 0
+
+
+def revoke_token(token, *, now=None, ip=None, user_agent=None) -> bool:
+    """RFC 7009: revoke the access token (any credential its holder presents) or the refresh token (its
+    family) this is; nothing for an unknown token. Returns whether something was revoked. Caller commits."""
+    now = now or utcnow()
+    if not isinstance(token, str) or not token or len(token) > 200:
+        return False
+    if token.startswith(REFRESH_PREFIX):
+        family = db.session.execute(db.select(RefreshToken.family_id)
+                                    .where(RefreshToken.digest == digest(token))).scalar()
+        if family is None:
+            return False
+        revoke_family(family, reason="holder", now=now, actor_kind="agent")
+        return True
+    row = db.session.execute(db.select(Credential.id, Credential.registration_id, Credential.prefix,
+                                       Credential.protocol)
+                             .where(Credential.digest == digest(token))).first()
+    if row is None:
+        return False
+    n = credentials.revoke_where(Credential.id == row.id, now=now)
+    if n:
+        audit.record("token.revoked", "agent", registration_id=row.registration_id, protocol=row.protocol,
+                     credential_id=row.id, credential_prefix=row.prefix, ip=ip, user_agent=user_agent)
+    return bool(n)
