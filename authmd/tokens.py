@@ -142,3 +142,43 @@ def revoke_token(token, *, now=None, ip=None, user_agent=None) -> bool:
         audit.record("token.revoked", "agent", registration_id=row.registration_id, protocol=row.protocol,
                      credential_id=row.id, credential_prefix=row.prefix, ip=ip, user_agent=user_agent)
     return bool(n)
+
+
+def exchange(assertion, *, resource=None, ip=None, user_agent=None) -> dict:
+    """RFC 7523 jwt-bearer: a service identity assertion for an access token (the token response).
+    Refused with 400 invalid_grant: a bad assertion; an unknown, v0.1, ended or (where a claim is needed)
+    unclaimed registration; an assertion issued before the registration's claim. Caller commits."""
+    from . import assertions, scopes
+    claims = assertions.check(assertion)
+    reg = db.session.get(Registration, claims["sub"])
+    if reg is None or reg.protocol != "latest":
+        raise ProtocolError(400, "invalid_grant", "The assertion names no registration here.")
+    now = utcnow()
+    if reg.status == "pending" and reg.claim_expires_at is not None and reg.claim_expires_at <= now:
+        from .claims import expire_by_id
+        tx.keep_on_error(expire_by_id, reg.id, now)
+        raise ProtocolError(400, "invalid_grant", "The registration was not claimed in time and has expired.")
+    if reg.status in ("expired", "revoked"):
+        raise ProtocolError(400, "invalid_grant", "The registration has ended; register again.")
+    if reg.type != "anonymous" and reg.status == "pending":
+        raise ProtocolError(400, "invalid_grant", "The registration is waiting for its claim to complete.")
+    if reg.claimed_at is not None and assertions.issued_at(claims) < reg.claimed_at.replace(microsecond=0):
+        raise ProtocolError(400, "invalid_grant",
+                            "This assertion was issued before the claim: use the one the claim returned.")
+    if reg.type == "agent-provider":
+        granted = _provider_scopes(reg)
+    elif reg.status == "pending":
+        granted = scopes.pre_claim()
+    else:
+        granted = scopes.post_claim()
+    return issue_access(reg, granted, resource=resource, now=now, ip=ip, user_agent=user_agent)
+
+
+def _provider_scopes(reg: Registration) -> list[str]:
+    """What the registration's provider is granted here (the trusted issuer's scopes, as at v0.1)."""
+    from . import idjag
+    from .models import TrustedIssuer
+    row = db.session.execute(db.select(TrustedIssuer).where(TrustedIssuer.issuer == reg.iss)).scalar()
+    if row is None or not row.enabled:
+        raise ProtocolError(400, "invalid_grant", "The registration's provider is no longer trusted here.")
+    return idjag.granted_scopes(row)

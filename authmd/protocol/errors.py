@@ -9,7 +9,8 @@ from ..util import ProtocolError
 
 log = logging.getLogger("authmd")
 
-JSON_PREFIXES = ("/agent/", "/api/", "/.well-known/", "/auth.md", "/healthz", "/readyz", "/dev-provider/")
+JSON_PREFIXES = ("/agent/", "/api/", "/.well-known/", "/auth.md", "/healthz", "/readyz", "/dev-provider/",
+                 "/oauth2/")
 HTML_PREFIXES = ("/agent/auth/claim/view",)
 
 HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
