@@ -15,6 +15,7 @@ from . import audit, keys, settings, trust
 from .util import ProtocolError, utcnow
 
 TYP = "oauth-id-jag+jwt"
+PRE_CLAIM = "authmd_pre_claim"
 _EPOCH = datetime(1970, 1, 1)
 
 
@@ -22,9 +23,11 @@ def _ts(dt: datetime) -> int:
     return int((dt - _EPOCH).total_seconds())
 
 
-def issue(registration_id: str, *, email=None, email_verified=None, amr=None, now=None,
+def issue(registration_id: str, *, email=None, email_verified=None, amr=None, pre_claim=False, now=None,
           ip=None, user_agent=None) -> tuple[str, datetime]:
-    """(assertion, expires_at) for a registration, audited as assertion.issued. Caller commits."""
+    """(assertion, expires_at) for a registration, audited as assertion.issued. Caller commits.
+    pre_claim: issued before the registration's claim; such an assertion is superseded by the claim (a
+    private claim says so, because a claim may complete within the second the assertion was issued in)."""
     now = (now or utcnow()).replace(microsecond=0)
     expires = now + timedelta(seconds=int(settings.get("assertion_ttl")))
     issuer = current_app.config["ISSUER"]
@@ -35,6 +38,8 @@ def issue(registration_id: str, *, email=None, email_verified=None, amr=None, no
         claims["email_verified"] = bool(email_verified)
     if amr:
         claims["amr"] = amr
+    if pre_claim:
+        claims[PRE_CLAIM] = True
     token = keys.sign(claims, TYP)
     audit.record("assertion.issued", "agent", registration_id=registration_id, protocol="latest",
                  expires_at=expires.isoformat(), ip=ip, user_agent=user_agent)

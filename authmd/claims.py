@@ -22,11 +22,13 @@ def _otp_digest(otp: str) -> str:
     return hmac.new(key, otp.encode(), hashlib.sha256).hexdigest()
 
 
-def registration_by_claim_token(claim_token: str, lock: bool = False) -> Registration:
+def registration_by_claim_token(claim_token: str, lock: bool = False, protocol: str = "v0.1") -> Registration:
     """lock=True makes concurrent calls on one registration (/claim, /claim/complete) run one at a time and read
     what the previous one committed: a row lock on PostgreSQL; on SQLite, which has no row locks, a no-op write
-    that takes the database write lock before anything is read."""
-    query = db.select(Registration).where(Registration.claim_token_digest == digest(claim_token))
+    that takes the database write lock before anything is read. A claim token works only in the protocol
+    family that issued it (protocol)."""
+    query = db.select(Registration).where(Registration.claim_token_digest == digest(claim_token),
+                                          Registration.protocol == protocol)
     if lock:
         if db.session.get_bind().dialect.name == "sqlite":
             db.session.execute(update(Registration).where(Registration.claim_token_digest == digest(claim_token))
@@ -168,8 +170,9 @@ def agent_description(reg: Registration, attempt: ClaimAttempt | None = None) ->
 def attempt_by_link_token(link_token) -> ClaimAttempt | None:
     if not isinstance(link_token, str) or not link_token or len(link_token) > 200:
         return None
-    return db.session.execute(
-        db.select(ClaimAttempt).where(ClaimAttempt.link_token_digest == digest(link_token))).scalar()
+    return db.session.execute(  # v0.1's emailed links only: a latest attempt is confirmed signed in, at /claim
+        db.select(ClaimAttempt).where(ClaimAttempt.link_token_digest == digest(link_token),
+                                      ClaimAttempt.protocol == "v0.1")).scalar()
 
 
 def attempt_state(attempt: ClaimAttempt, now=None) -> str:
@@ -199,7 +202,7 @@ def mint_code(link_token: str, *, ip=None, user_agent=None, actor_kind="user", a
 def attempt_for_email(attempt_id: str, email: str) -> ClaimAttempt:
     """A claim attempt addressed to this (signed-in, hence verified) email; else 404."""
     attempt = db.session.get(ClaimAttempt, attempt_id) if isinstance(attempt_id, str) else None
-    if attempt is None or not email or attempt.email != email:
+    if attempt is None or not email or attempt.email != email or attempt.protocol != "v0.1":
         raise ProtocolError(404, "not_found", "There is no such claim request for your address.")
     return attempt
 

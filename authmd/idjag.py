@@ -1,6 +1,8 @@
 """Agent-verified room: register an agent from a provider-signed ID-JAG (§2.3), and the provider's
 revocation by logout token (§4)."""
 from collections import namedtuple
+from dataclasses import dataclass
+from datetime import datetime
 
 from . import audit, credentials, scopes, settings, trust, users
 from .extensions import db
@@ -74,7 +76,8 @@ def register(assertion, requested_credential_type, *, ip=None, user_agent=None) 
     try:
         return _register(assertion, requested_credential_type, ip=ip, user_agent=user_agent)
     except ProtocolError as exc:
-        trust.record_rejection(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
+        if exc.code != "interaction_required":  # not a rejection: the token was good and is spent
+            trust.record_rejection(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
         raise
 
 
@@ -134,12 +137,36 @@ def _issuer_for(parsed, conn=None) -> tuple:
     return row, _ANY_ENABLED.first(connection=conn) is not None
 
 
-def _register(assertion, wanted, *, ip, user_agent) -> dict:
+@dataclass
+class Checked:
+    """An ID-JAG that passed every check (§2.3 steps 1-9), and everything a registration reads before its
+    first write: the issuer, the delegation of (iss, sub, aud), the user resolution plan, the scopes."""
+    conn: object
+    cfg: dict
+    claims: dict
+    issuer: tuple
+    keep_until: datetime
+    iss: str
+    sub: str
+    aud: str
+    platform: str | None
+    context: str | None
+    email: str | None
+    phone: str | None
+    found: tuple | None  # (delegation id, its user id, its registration id, whether that registration exists)
+    prior_user: int | None  # the user of an earlier bound delegation of (iss, sub)
+    plan: tuple  # users.plan_for_delegation()
+    granted: list
+
+
+def check(assertion, wanted=None) -> Checked:
+    """Verify an ID-JAG and read what a registration needs; writes nothing (so a refused token leaves its
+    jti unspent). wanted: v0.1's requested_credential_type, checked in its turn."""
     # Every read but the issuer's comes after the signature check and before the first write (settings,
     # the issuer once, the scopes, and the delegation with the user resolution in one SELECT); then the
     # rows are written with Core statements in one short burst (no ORM flush, no SAVEPOINT). On SQLite the
     # writer lock is taken at the first write and held to the commit, so that stretch is kept as short as
-    # it can be (bench/README.md). A token refused at any step has written nothing, so its jti is not spent.
+    # it can be (bench/README.md).
     conn = db.session.connection()  # every statement below runs on it through rawsql (no ORM object is pending)
     cfg = settings.all_settings(conn)
     if not cfg["id_jag_enabled"]:
@@ -151,14 +178,13 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     issuer_row, any_enabled = _issuer_for(parsed, conn)
     if not any_enabled:
         raise ProtocolError(400, "issuer_not_enabled", "No identity provider is trusted by this service.")
-    if wanted not in CREDENTIAL_TYPES:
+    if wanted is not None and wanted not in CREDENTIAL_TYPES:
         raise ProtocolError(400, "unsupported_credential_type",
                             "requested_credential_type must be \"access_token\" or \"api_key\".")
     verified = trust.verify(assertion, typ=trust.ID_JAG_TYP, kind="id_jag", issuer_row=issuer_row,
                             parsed=parsed)
     claims, row = verified.claims, verified.issuer
     _check_policy(claims, row)
-    now = utcnow()
     iss, sub = row.issuer, claims["sub"]
     aud = claims["aud"][0] if isinstance(claims["aud"], list) else claims["aud"]
     aud = aud.rstrip("/")  # "https://x" and "https://x/" name the same audience: one delegation
@@ -168,13 +194,39 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
                                                                      "email": email})
     plan = users.plan_for_delegation(prior_user, None if email_user is None else (email_user, email_verified),
                                      email=email, phone=phone, existing_only=bool(cfg["existing_users_only"]))
-    granted = granted_scopes(row, conn)
+    return Checked(conn=conn, cfg=cfg, claims=claims, issuer=row, keep_until=verified.jti_keep_until, iss=iss,
+                   sub=sub, aud=aud, platform=platform, context=context, email=email, phone=phone,
+                   found=found if found[0] is not None else None, prior_user=prior_user, plan=plan,
+                   granted=granted_scopes(row, conn))
+
+
+def confirmation_needed(checked: Checked) -> int | None:
+    """The takeover guard: the existing user this ID-JAG would be linked to by a verified email or phone
+    alone, with no bound delegation from this (iss, sub); that user must confirm first. None when the
+    token is a clean match (an earlier delegation, or a user provisioned just in time), or when the admin
+    restored v0.1's silent link (setting link_identities_by_email)."""
+    if checked.prior_user is not None or checked.cfg["link_identities_by_email"]:
+        return None
+    action, user_id = checked.plan
+    return user_id if action in ("use", "verify_email", "verify_phone") else None
+
+
+def _register(assertion, wanted, *, ip, user_agent) -> dict:
+    c = check(assertion, wanted)
+    matched = confirmation_needed(c)
+    if matched is not None:
+        from . import stepup
+        stepup.refuse(c, matched, protocol="v0.1", ip=ip, user_agent=user_agent)  # raises 401
+    now = utcnow()
+    conn, claims, iss, sub, aud, plan = c.conn, c.claims, c.iss, c.sub, c.aud, c.plan
+    platform, context, email, phone, granted = c.platform, c.context, c.email, c.phone, c.granted
+    found = c.found
 
     # --- writes. The jti first: a replay is refused before anything else is written.
-    trust.insert_jti(iss, claims["jti"], verified.jti_keep_until)
+    trust.insert_jti(iss, claims["jti"], c.keep_until)
     user_id = users.provision(plan, email=email, phone=phone, now=now)
-    delegation_id, reg_id, created, deleg_user = _upsert_delegation(found if found[0] is not None else None,
-                                                                    iss, sub, aud, user_id, platform, context, now)
+    delegation_id, reg_id, created, deleg_user = _upsert_delegation(found, iss, sub, aud, user_id, platform,
+                                                                    context, now)
     reg_values = dict(status="active", ended_at=None, requested_credential_type=wanted, ip=ip,
                       user_agent=(user_agent or None) and user_agent[:300], user_id=deleg_user)
     if platform:
@@ -199,14 +251,16 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
             "credential": secret, "credential_expires": iso(cred["expires_at"]), "scopes": granted}
 
 
-def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
+def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now, v01_registration=True):
     """The delegation for (iss, sub, aud), created once even when workers or nodes race for it: an
     INSERT … ON CONFLICT DO NOTHING on the unique (iss, sub, aud) decides (on PostgreSQL the loser waits
     for the winner's commit, then re-reads its row and so reuses its registration_id; on SQLite the
     writer lock already serializes the two, and the loser's re-read sees the winner's committed row).
-    Returns (delegation id, registration id, whether that registration is new, the delegation's user)."""
+    Returns (delegation id, registration id, whether that registration is new, the delegation's user).
+    v01_registration=False (the latest protocol, whose registration points at the delegation instead):
+    the delegation's v0.1 registration is left as it is; the registration id returned is None."""
     if found is None:
-        reg_id = new_id("reg_")
+        reg_id = new_id("reg_") if v01_registration else None
         inserted = _INSERT_DELEGATION.first(
             dict(iss=iss, sub=sub, aud=aud, user_id=user_id, registration_id=reg_id, agent_platform=platform,
                  agent_context_id=context, first_seen=now, last_seen=now))
@@ -221,6 +275,9 @@ def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now):
         values["agent_context_id"] = context
     if deleg_user is None:
         deleg_user = values["user_id"] = user_id
+    if not v01_registration:
+        _UPDATE_DELEGATION.execute(values)
+        return delegation_id, None, False, deleg_user
     created = not (reg_id and reg_exists)
     if created:
         reg_id = values["registration_id"] = new_id("reg_")

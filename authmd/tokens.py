@@ -162,7 +162,8 @@ def exchange(assertion, *, resource=None, ip=None, user_agent=None) -> dict:
         raise ProtocolError(400, "invalid_grant", "The registration has ended; register again.")
     if reg.type != "anonymous" and reg.status == "pending":
         raise ProtocolError(400, "invalid_grant", "The registration is waiting for its claim to complete.")
-    if reg.claimed_at is not None and assertions.issued_at(claims) < reg.claimed_at.replace(microsecond=0):
+    if reg.claimed_at is not None and (claims.get(assertions.PRE_CLAIM) is True
+                                       or assertions.issued_at(claims) < reg.claimed_at.replace(microsecond=0)):
         raise ProtocolError(400, "invalid_grant",
                             "This assertion was issued before the claim: use the one the claim returned.")
     if reg.type == "agent-provider":

@@ -39,12 +39,14 @@ def iso(dt):
 class ProtocolError(Exception):
     """A failure with its HTTP status, wire error code and human message."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None,
+                 extra: dict | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.extra = extra or {}  # more fields of the JSON answer (e.g. the claim block of interaction_required)
 
 
 class RedactTokens(logging.Filter):

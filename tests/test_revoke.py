@@ -179,7 +179,7 @@ def test_the_same_sub_at_another_issuer_keeps_its_credentials(app, client, provi
     trust(app, provider)
     trust(app, other)
     mine = _register(client, register_id_jag, provider)
-    theirs = _register(client, register_id_jag, other)  # sub "user-123" too
+    theirs = _register(client, register_id_jag, other, email="o@example.com")  # sub "user-123" too
     assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
     assert _get(client, mine["credential"]).status_code == 401
     assert _get(client, theirs["credential"]).status_code == 200

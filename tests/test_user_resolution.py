@@ -10,6 +10,15 @@ from tests.conftest import count_rows
 from tests.fixtures.provider import trust
 
 
+@pytest.fixture(autouse=True)
+def _silent_link(app):
+    """The v0.1 resolution order links by verified email or phone silently; since the takeover guard
+    (test_identity.py) that needs the admin's setting link_identities_by_email."""
+    with app.app_context():
+        settings.update({"link_identities_by_email": True})
+        db.session.commit()
+
+
 def _user(app, **fields):
     with app.app_context():
         u = User(created_at=utcnow(), source="admin", **fields)

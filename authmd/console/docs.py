@@ -16,7 +16,8 @@ _md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table"
 KNOWN_PATHS = {"/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server", "/auth.md",
                "/agent/auth", "/agent/auth/claim", "/agent/auth/claim/complete", "/agent/auth/revoke",
                "/agent/auth/claim/view", "/agent/auth/claim/attempt/challenge", "/api/resource", "/api/",
-               "/api", "/.well-known/jwks.json", "/.well-known/oauth-protected-resource/api/"}
+               "/api", "/.well-known/jwks.json", "/.well-known/oauth-protected-resource/api/",
+               "/agent/identity", "/agent/identity/claim", "/agent/identity/claim/complete", "/agent/event/notify"}
 PATH_RE = re.compile(r"(?<![\w/.])(/(?:agent|api|\.well-known)(?:/[\w.\-]*)*)")
 SCOPE_ARRAY_RE = re.compile(r'"(?:scopes|scope|scopes_supported|post_claim_scopes)"\s*:\s*\[([^\]]*)\]')
 STRING_RE = re.compile(r'"([^"]*)"')

@@ -26,8 +26,8 @@ def wants_json() -> bool:
     return path.startswith(JSON_PREFIXES) or path == "/agent/auth"
 
 
-def json_error(status: int, code: str, message: str, headers: dict | None = None):
-    resp = jsonify({"error": code, "message": message})
+def json_error(status: int, code: str, message: str, headers: dict | None = None, extra: dict | None = None):
+    resp = jsonify({"error": code, "message": message, **(extra or {})})
     resp.status_code = status
     for key, value in (headers or {}).items():
         resp.headers[key] = value
@@ -46,7 +46,7 @@ def register(app):
     def protocol_error(exc: ProtocolError):
         tx.rollback()
         if wants_json():
-            return json_error(exc.status, exc.code, exc.message, exc.headers)
+            return json_error(exc.status, exc.code, exc.message, exc.headers, exc.extra)
         return html_error(exc.status, exc.code.replace("_", " "), exc.message)
 
     @app.errorhandler(HTTPException)

@@ -1,0 +1,69 @@
+"""Latest agent endpoints room: POST /agent/identity, /agent/identity/claim, /agent/identity/claim/complete.
+Errors are {"error", "message"} JSON like v0.1's (the error handlers of protocol/errors.py)."""
+from flask import Blueprint, jsonify, request
+
+from .. import identity, latest_claims, tx
+from ..util import ProtocolError, printable
+from .errors import json_body
+
+bp = Blueprint("agent_identity", __name__)
+
+ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
+TOKEN_MAX = 200
+
+
+def _no_store(payload: dict):
+    resp = jsonify(payload)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    return resp
+
+
+def _who() -> dict:
+    return {"ip": request.remote_addr, "user_agent": printable(request.user_agent.string)}
+
+
+@bp.post("/agent/identity")
+def register():
+    body = json_body({"type": (40, True), "login_hint": (320, False), "assertion_type": (100, False),
+                      "assertion": (16384, False), "refresh_token": (TOKEN_MAX, False)})
+    kind = body["type"]
+    if kind == "anonymous":
+        answer = identity.register_anonymous(**_who())
+    elif kind == "service_auth":
+        if body["login_hint"] is None:
+            raise ProtocolError(400, "invalid_login_hint", "login_hint (the person's email address) is required.")
+        answer = identity.register_service_auth(body["login_hint"], **_who())
+    elif kind == "identity_assertion":
+        if body["assertion_type"] != ID_JAG or body["assertion"] is None:
+            raise ProtocolError(400, "invalid_request",
+                                f"identity_assertion needs assertion_type \"{ID_JAG}\" and the assertion.")
+        answer = identity.register_id_jag(body["assertion"], **_who())
+    elif kind == "refresh":
+        if body["refresh_token"] is None:
+            raise ProtocolError(400, "invalid_request", "refresh needs the refresh_token.")
+        answer = identity.refresh(body["refresh_token"], **_who())
+    else:
+        raise ProtocolError(400, "invalid_request",
+                            "type must be anonymous, service_auth, identity_assertion or refresh.")
+    tx.commit()
+    return _no_store(answer)
+
+
+@bp.post("/agent/identity/claim")
+def claim():
+    body = json_body({"type": (40, True), "claim_token": (TOKEN_MAX, True), "login_hint": (320, True)})
+    if body["type"] != "service_auth":
+        raise ProtocolError(400, "invalid_request", "type must be \"service_auth\".")
+    hint = identity.login_hint(body["login_hint"], "invalid_request")
+    answer = latest_claims.request(body["claim_token"], hint, **_who())
+    tx.commit()
+    return _no_store(answer)
+
+
+@bp.post("/agent/identity/claim/complete")
+def complete():
+    body = json_body({"claim_token": (TOKEN_MAX, True), "user_code": (32, True)})
+    answer = identity.complete_claim(body["claim_token"], body["user_code"], **_who())
+    tx.commit()
+    return _no_store(answer)
