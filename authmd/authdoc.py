@@ -107,13 +107,24 @@ def authorization_server_metadata() -> dict:
         identity_types.append("identity_assertion")
         block["identity_assertion"] = {"assertion_types_supported": assertion_types,
                                        "credential_types_supported": ["access_token", "api_key"]}
-    agent_auth = {"skill": issuer + "/auth.md", "register_uri": issuer + "/agent/auth",
-                  "claim_uri": issuer + "/agent/auth/claim", "revocation_uri": issuer + "/agent/auth/revoke",
+    if f["verified_email"]:
+        identity_types.append("service_auth")  # the latest protocol's form of the email-verified flow
+    agent_auth = {"skill": issuer + "/auth.md",
+                  # v0.1 (/agent/auth)
+                  "register_uri": issuer + "/agent/auth", "claim_uri": issuer + "/agent/auth/claim",
+                  "revocation_uri": issuer + "/agent/auth/revoke",
+                  # the latest protocol (/agent/identity, /oauth2/*)
+                  "identity_endpoint": issuer + "/agent/identity", "claim_endpoint": issuer + "/agent/identity/claim",
+                  "events_endpoint": issuer + "/agent/event/notify",
                   "identity_types_supported": identity_types, **block,
                   "events_supported": [REVOKED_EVENT],
                   "trusted_issuers": f["issuers"]}
     return {"issuer": issuer, "resource": cfg["RESOURCE"], "authorization_servers": [issuer],
             "scopes_supported": scopes.names(), "bearer_methods_supported": ["header"],
+            "token_endpoint": issuer + "/oauth2/token", "revocation_endpoint": issuer + "/oauth2/revoke",
+            "jwks_uri": issuer + "/.well-known/jwks.json",
+            "grant_types_supported": ["urn:ietf:params:oauth:grant-type:jwt-bearer"],
+            "token_endpoint_auth_methods_supported": ["none"],
             "agent_auth": agent_auth}
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from . import audit, credentials, scopes, settings, trust, users
 from .extensions import db
-from .models import Credential, Delegation, Registration, TrustedIssuer
+from .models import Credential, Delegation, RefreshToken, Registration, TrustedIssuer
 from .secrets import new_id
 from .rawsql import Prepared
 from .users import normalize_email, normalize_phone
@@ -285,12 +285,15 @@ def _upsert_delegation(found, iss, sub, aud, user_id, platform, context, now, v0
     return delegation_id, reg_id, created, deleg_user
 
 
-def revoke(logout_token, *, ip=None, user_agent=None) -> dict:
-    """Verify a logout token and revoke every live credential of every delegation of (iss, sub). Caller commits."""
+def revoke(token, *, kind: str = "logout", ip=None, user_agent=None) -> dict:
+    """Verify a provider's revocation — a v0.1 logout token (kind "logout") or a Security Event Token of the
+    latest protocol (kind "set") — and tear down everything bound to its subject on both protocols: every
+    live credential of every delegation of (iss, sub), the registrations, their refresh tokens. A SET whose
+    events are all unknown is accepted (its jti spent) and changes nothing. Caller commits."""
     try:
-        return _revoke(logout_token, ip=ip, user_agent=user_agent)
+        return _revoke(token, kind=kind, ip=ip, user_agent=user_agent)
     except ProtocolError as exc:
-        trust.record_rejection(exc, logout_token, "logout", ip=ip, user_agent=user_agent)
+        trust.record_rejection(exc, token, kind, ip=ip, user_agent=user_agent)
         raise
 
 
@@ -319,9 +322,25 @@ _END_REGISTRATIONS = Prepared(_registrations.update()
                                                              .where(*_STAMPED)),
                                      _registrations.c.status == "active")
                               .values(status="revoked", ended_at=_NOW))
+# the latest protocol's registrations point at their delegation (one per delegation, and a pending step-up)
+_END_LATEST = Prepared(_registrations.update()
+                       .where(_registrations.c.delegation_id.in_(db.select(_delegations.c.id).where(*_STAMPED)),
+                              _registrations.c.protocol == "latest",
+                              # (no IN list: rawsql.Prepared binds plain parameters only)
+                              db.or_(_registrations.c.status == "active", _registrations.c.status == "pending",
+                                     _registrations.c.status == "claimed"))
+                       .values(status="revoked", ended_at=_NOW)
+                       .returning(_registrations.c.id, _registrations.c.user_id))
+_refresh = RefreshToken.__table__
+_REVOKE_REFRESH = Prepared(_refresh.update()
+                           .where(_refresh.c.registration_id.in_(
+                               db.select(_registrations.c.id).where(_registrations.c.delegation_id.in_(
+                                   db.select(_delegations.c.id).where(*_STAMPED)))),
+                               _refresh.c.revoked_at.is_(None))
+                           .values(revoked_at=_NOW))
 
 
-def _revoke(token, *, ip, user_agent) -> dict:
+def _revoke(token, *, kind, ip, user_agent) -> dict:
     # As the registration: the issuer is read and the signature checked before the first write, then every
     # write is a Core statement in one short burst (on SQLite the writer lock is taken at the first write
     # and held to the commit). The jti is that first write, so a replayed token is refused having written
@@ -332,22 +351,30 @@ def _revoke(token, *, ip, user_agent) -> dict:
     except ProtocolError:
         parsed = None
     # a disabled issuer may still take back what it vouched for (lookup_disabled): revocation only removes access
-    verified = trust.verify(token, typ=trust.LOGOUT_TYP, kind="logout", lookup_disabled=True,
-                            issuer_row=_issuer_named(parsed, conn), parsed=parsed)
+    verified = trust.verify(token, typ=trust.SET_TYP if kind == "set" else trust.LOGOUT_TYP, kind=kind,
+                            lookup_disabled=True, issuer_row=_issuer_named(parsed, conn), parsed=parsed)
     iss, sub = verified.issuer.issuer, verified.claims["sub"]
     now = utcnow()
 
     # --- writes
     trust.insert_jti(iss, verified.claims["jti"], verified.jti_keep_until, conn)
+    if kind == "set" and trust.REVOKED_EVENT not in verified.claims["events"]:
+        return {"revoked": 0, "ignored": True}  # RFC 8935: events we do not know are acknowledged, not acted on
     subject = {"subject_iss": iss, "subject_sub": sub, "now": now}
     delegations = _REVOKE_DELEGATIONS.all(subject, conn)
-    revoked = 0
+    revoked, latest = 0, []
     if delegations:
         revoked = len(_REVOKE_CREDENTIALS.all(subject, conn))
         _END_REGISTRATIONS.execute(subject, conn)
-    who = dict(actor_id=iss, iss=iss, sub=sub, ip=ip, user_agent=user_agent, reason="logout_token")
-    audit.insert([audit.values("registration.revoked", "provider", registration_id=reg_id, user_id=user_id,
-                               agent_platform=platform, agent_context_id=context, revoked_count=revoked, **who)
-                  for reg_id, user_id, platform, context in delegations]
-                 or [audit.values("registration.revoked", "provider", revoked_count=0, **who)], conn)
+        latest = _END_LATEST.all(subject, conn)
+        _REVOKE_REFRESH.execute(subject, conn)
+    protocol = "latest" if kind == "set" else "v0.1"
+    who = dict(actor_id=iss, iss=iss, sub=sub, ip=ip, user_agent=user_agent, protocol=protocol,
+               reason="security_event" if kind == "set" else "logout_token")
+    rows = [audit.values("registration.revoked", "provider", registration_id=reg_id, user_id=user_id,
+                         agent_platform=platform, agent_context_id=context, revoked_count=revoked, **who)
+            for reg_id, user_id, platform, context in delegations]
+    rows += [audit.values("registration.revoked", "provider", registration_id=reg_id, user_id=user_id,
+                          revoked_count=revoked, **who) for reg_id, user_id in latest]
+    audit.insert(rows or [audit.values("registration.revoked", "provider", revoked_count=0, **who)], conn)
     return {"revoked": revoked}

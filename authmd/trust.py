@@ -32,6 +32,7 @@ warnings.filterwarnings("ignore", message="EdDSA is deprecated", module="joserfc
 
 ID_JAG_TYP = "oauth-id-jag+jwt"
 LOGOUT_TYP = "logout+jwt"
+SET_TYP = "secevent+jwt"
 REVOKED_EVENT = "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
@@ -428,7 +429,8 @@ def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = Fal
     parsed: what parse(token) returned, when the caller has already parsed this token."""
     cfg = current_app.config
     skew = timedelta(seconds=int(cfg.get("CLOCK_SKEW", 60)))
-    logout = kind == "logout"
+    logout = kind == "logout"  # v0.1 names a bad aud or exp invalid_request
+    exp_optional = kind in ("logout", "set")  # provider revocations may leave exp out
     # 1. parse
     header, claims = parsed if parsed is not None else parse(token)
     # 2. typ, then alg against what any issuer could be allowed
@@ -486,7 +488,7 @@ def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = Fal
     iat, exp = _num(claims, "iat"), _num(claims, "exp")
     if iat is None:
         raise ProtocolError(400, "invalid_request", "The token must carry a numeric iat.")
-    if exp is None and (not logout or "exp" in claims):
+    if exp is None and (not exp_optional or "exp" in claims):
         raise ProtocolError(400, "invalid_request", "The token must carry a numeric exp.")
     max_life = int(cfg.get("ID_JAG_MAX_LIFETIME", 3600))
     if exp is None:  # a logout token without exp is good for the max lifetime after iat
@@ -512,10 +514,19 @@ def verify(token, *, typ: str, kind: str = "id_jag", lookup_disabled: bool = Fal
     if not isinstance(jti, str) or not jti or len(jti) > 255 or has_control(jti):
         raise ProtocolError(400, "invalid_request",
                             "The token must carry jti (a string of at most 255 characters, no control characters).")
-    if logout:
+    if kind == "logout":
         _check_logout_claims(claims)
+    elif kind == "set":
+        _check_set_claims(claims)
     keep_until = datetime(1970, 1, 1) + timedelta(seconds=exp) + skew
     return Verified(header=header, claims=claims, issuer=row, jti_keep_until=keep_until)
+
+
+def _check_set_claims(claims: dict) -> None:
+    """RFC 8417: a Security Event Token carries a non-empty events object (unknown events are ignored)."""
+    events = claims.get("events")
+    if not isinstance(events, dict) or not events:
+        raise ProtocolError(400, "invalid_request", "The SET's events must be a non-empty JSON object.")
 
 
 def _check_logout_claims(claims: dict) -> None:
@@ -576,6 +587,6 @@ def record_rejection(exc: ProtocolError, token, kind: str, *, ip=None, user_agen
         sub = claims.get("sub") if isinstance(claims.get("sub"), str) else None
     except ProtocolError:
         pass
-    tx.keep_on_error(audit.record, "assertion.rejected", "provider" if kind == "logout" else "agent",
+    tx.keep_on_error(audit.record, "assertion.rejected", "provider" if kind in ("logout", "set") else "agent",
                      iss=printable(iss, 500), sub=printable(sub, 255), ip=ip, user_agent=user_agent,
                      error=exc.code, kind=kind)

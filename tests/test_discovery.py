@@ -37,10 +37,17 @@ def test_authorization_server_metadata(client):
     assert r.get_json() == {
         "issuer": ISSUER, "resource": ISSUER + "/api/", "authorization_servers": [ISSUER],
         "scopes_supported": ["api.read", "api.write"], "bearer_methods_supported": ["header"],
+        # the latest protocol's keys beside v0.1's (one document serves both)
+        "token_endpoint": ISSUER + "/oauth2/token", "revocation_endpoint": ISSUER + "/oauth2/revoke",
+        "jwks_uri": ISSUER + "/.well-known/jwks.json",
+        "grant_types_supported": ["urn:ietf:params:oauth:grant-type:jwt-bearer"],
+        "token_endpoint_auth_methods_supported": ["none"],
         "agent_auth": {
             "skill": ISSUER + "/auth.md", "register_uri": ISSUER + "/agent/auth",
             "claim_uri": ISSUER + "/agent/auth/claim", "revocation_uri": ISSUER + "/agent/auth/revoke",
-            "identity_types_supported": ["anonymous", "identity_assertion"],
+            "identity_endpoint": ISSUER + "/agent/identity", "claim_endpoint": ISSUER + "/agent/identity/claim",
+            "events_endpoint": ISSUER + "/agent/event/notify",
+            "identity_types_supported": ["anonymous", "identity_assertion", "service_auth"],
             "anonymous": {"credential_types_supported": ["api_key"]},
             # no trusted issuer yet, so the ID-JAG assertion type is not offered
             "identity_assertion": {"assertion_types_supported": ["verified_email"],
@@ -63,7 +70,7 @@ def test_id_jag_is_offered_once_an_issuer_is_trusted(app, client):
 def test_agent_auth_follows_live_settings(app, client):
     set_settings(app, anonymous_enabled=False)
     block = client.get("/.well-known/oauth-authorization-server").get_json()["agent_auth"]
-    assert block["identity_types_supported"] == ["identity_assertion"] and "anonymous" not in block
+    assert block["identity_types_supported"] == ["identity_assertion", "service_auth"] and "anonymous" not in block
     r = client.post("/agent/auth", json=ANON)
     assert r.status_code == 400 and r.get_json()["error"] == "anonymous_not_enabled"
 
@@ -75,7 +82,7 @@ def test_agent_auth_follows_live_settings(app, client):
 
     set_settings(app, anonymous_enabled=True, verified_email_enabled=True)
     block = client.get("/.well-known/oauth-authorization-server").get_json()["agent_auth"]
-    assert block["identity_types_supported"] == ["anonymous", "identity_assertion"]
+    assert block["identity_types_supported"] == ["anonymous", "identity_assertion", "service_auth"]
 
 
 def test_disabled_scopes_leave_the_metadata(app, client, runner):
