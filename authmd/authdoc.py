@@ -167,6 +167,15 @@ def context() -> dict:
         "claim_link_ttl_minutes": int(s["claim_link_ttl"]) // 60,
         "otp_ttl_minutes": int(s["otp_ttl"]) // 60,
         "access_token_ttl_minutes": int(s["access_token_ttl"]) // 60,
+        # the latest protocol
+        "identity_endpoint": issuer + "/agent/identity", "claim_endpoint": issuer + "/agent/identity/claim",
+        "claim_complete_endpoint": issuer + "/agent/identity/claim/complete",
+        "token_endpoint": issuer + "/oauth2/token", "token_revocation_endpoint": issuer + "/oauth2/revoke",
+        "events_endpoint": issuer + "/agent/event/notify", "jwks_uri": issuer + "/.well-known/jwks.json",
+        "assertion_ttl_minutes": int(s["assertion_ttl"]) // 60,
+        "refresh_token_ttl_days": round(int(s["refresh_token_ttl"]) / 86400, 1),
+        "user_code_ttl_minutes": int(s["user_code_ttl"]) // 60,
+        "max_age_minutes": int(s["id_jag_max_auth_age"]) // 60,
         "id_jag_type": ID_JAG, "revoked_event": REVOKED_EVENT,
         # the live agent_auth block, so the document shows exactly what the metadata says
         "agent_auth_json": json.dumps(authorization_server_metadata()["agent_auth"], indent=2),

@@ -247,3 +247,15 @@ def test_configuration_from_authmd_environment_variables(schema, monkeypatch, sm
 def test_resource_defaults_to_the_issuer_api_path(make_app):
     other = make_app(ISSUER="https://a.example", RESOURCE=None)
     assert other.config["RESOURCE"] == "https://a.example/api/"
+
+
+def test_the_default_document_describes_the_latest_protocol_first_and_keeps_v01(client):
+    text = client.get("/auth.md").get_data(as_text=True)
+    latest = text.index("POST http://localhost:8000/agent/identity\n")
+    v01 = text.index("## Agents that speak auth.md v0.1")
+    assert latest < v01 < text.index("## Errors")
+    for needle in ('{"type": "anonymous"}', '"type": "service_auth", "login_hint"', "POST http://localhost:8000/oauth2/token",
+                   "POST http://localhost:8000/agent/identity/claim/complete", '"user_code": "123456"',
+                   '{"type": "refresh", "refresh_token": "art_…"}', "grant-type%3Ajwt-bearer"):
+        assert needle in text[:v01], needle
+    assert "POST http://localhost:8000/agent/auth\n" in text[v01:]
