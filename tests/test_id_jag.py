@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from authmd.extensions import db
-from authmd.models import AuditEvent, Delegation, Registration, SeenJti
+from authmd.models import AuditEvent, Delegation, Registration, SeenJti, User
 from tests.conftest import count_rows
 from tests.fixtures.provider import ID_JAG_TYP, b64url, trust
 
@@ -143,17 +143,39 @@ def test_issuer_scopes_override_the_post_claim_set(app, client, provider, regist
     assert client.post("/api/resource", headers={"Authorization": "Bearer " + body["credential"]}).status_code == 403
 
 
-@pytest.mark.parametrize("aud", [AUD, AUD + "/", AUD + "/api/", AUD + "/api", [AUD]])
-def test_both_issuer_and_resource_are_accepted_as_audience(app, client, provider, register_id_jag, aud):
+def _only_row(app, model):
+    with app.app_context():
+        return db.session.execute(db.select(model)).scalar_one()  # exactly one: nothing else was written
+
+
+@pytest.mark.parametrize("aud,stored", [(AUD, AUD), (AUD + "/", AUD), (AUD + "/api/", AUD + "/api"),
+                                        (AUD + "/api", AUD + "/api"), ([AUD], AUD)])
+def test_both_issuer_and_resource_are_accepted_as_audience(app, client, provider, register_id_jag, aud, stored):
     trust(app, provider)
-    assert register_id_jag(client, provider.id_jag(aud=aud)).status_code == 200
+    r = register_id_jag(client, provider.id_jag(aud=aud))
+    assert r.status_code == 200, r.json
+    body = r.json
+    assert body["registration_type"] == "agent-provider" and body["credential"].startswith("at_")
+    # one delegation for the audience as named (a trailing slash is the same audience), bound to this registration
+    d = _only_row(app, Delegation)
+    assert (d.iss, d.sub, d.aud, d.registration_id) == (provider.issuer, "user-123", stored, body["registration_id"])
+    me = client.get("/api/resource", headers={"Authorization": "Bearer " + body["credential"]}).json
+    assert me["credential"]["aud"] == stored and me["user"]["email"] == "user@example.com"
 
 
 def test_phone_only_assertion_is_accepted(app, client, provider, register_id_jag):
     trust(app, provider)
     r = register_id_jag(client, provider.id_jag(email=None, email_verified=None, phone_number="+1 555 0100",
                                                 phone_number_verified=True))
-    assert r.status_code == 200
+    assert r.status_code == 200, r.json
+    body = r.json
+    assert body["registration_type"] == "agent-provider" and body["scopes"] == ["api.read", "api.write"]
+    # the user is provisioned by the verified phone (normalized), with no email
+    user = _only_row(app, User)
+    assert (user.email, user.email_verified, user.phone, user.phone_verified) == (None, False, "+15550100", True)
+    assert _only_row(app, Delegation).user_id == user.id
+    me = client.get("/api/resource", headers={"Authorization": "Bearer " + body["credential"]}).json
+    assert me["user"] == {"id": user.id, "email": None, "email_verified": False, "name": None}
 
 
 # ------------------------------------------------------------------ every error code of §2.3
