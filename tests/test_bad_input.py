@@ -182,3 +182,38 @@ def test_control_characters_in_the_user_agent_are_dropped(app, client):
     rows = audit_rows(app)
     assert rows and all(e["user_agent"].startswith("Agent/1Injected: line") for e in rows)
     assert all(len(e["user_agent"]) <= 300 for e in rows)
+
+
+def nested(depth: int, body: dict | None = None) -> str:
+    """A JSON object whose field "x" nests arrays so that the whole body is `depth` levels deep."""
+    text = json.dumps(body or {"type": "anonymous", "requested_credential_type": "api_key"})
+    inner = "[" * (depth - 1) + "]" * (depth - 1)
+    return text[:-1] + ', "x": ' + inner + "}"
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("depth", [33, 40, 966, 970, 5000])
+def test_bodies_nested_deeper_than_32_are_invalid_request(app, client, before, path, depth):
+    """The parser never recurses that deep: the depth is counted first (a 970-deep body was a 500 with a
+    traceback; a 966-deep one registered an agent past every rate limit)."""
+    body = check(app, before, client.post(path, data=nested(depth), content_type="application/json"),
+                 400, "invalid_request")
+    assert "32" in body["message"]
+
+
+def test_a_body_nested_32_deep_is_accepted(client):
+    assert client.post("/agent/auth", data=nested(32), content_type="application/json").status_code == 200
+
+
+@pytest.mark.parametrize("text", ['{"type": "anonymous", "x": "' + "[" * 5000 + '"}',
+                                  '{"type": "anonymous", "x": "\\"' + "{" * 5000 + '"}'])
+def test_brackets_inside_strings_do_not_count(client, text):
+    body = json.loads(text)
+    body["requested_credential_type"] = "api_key"
+    assert client.post("/agent/auth", data=json.dumps(body), content_type="application/json").status_code == 200
+
+
+@pytest.mark.parametrize("raw", [b'{"type": "anonymous", "n": NaN}', b'{"type": "anonymous", "n": Infinity}',
+                                 b'{"type": "anonymous", "n": ' + b"9" * 5000 + b"}"])
+def test_non_json_numbers_are_invalid_request(app, client, before, raw):
+    check(app, before, client.post("/agent/auth", data=raw, content_type="application/json"), 400, "invalid_request")

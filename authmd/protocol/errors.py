@@ -6,6 +6,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import tx
 from ..util import ProtocolError
+from .body import json_object
 
 log = logging.getLogger("authmd")
 
@@ -76,22 +77,12 @@ def register(app):
 
 
 def json_body(fields: dict) -> dict:
-    """The request's JSON object, with each named field a string of at most the given length.
+    """The request's JSON object (parsed once per request, body.json_object), with each named field a string
+    of at most the given length.
 
     fields: {name: (max_length, required)}. Unknown extra fields are ignored (forward compatible).
     """
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if limit and (request.content_length or 0) > limit:
-        # the size is known before the type: a huge body is 413 whatever it claims to be (spec §6)
-        raise ProtocolError(413, "request_too_large", "The request body is larger than 64 KiB.")
-    ctype = request.mimetype
-    if ctype != "application/json":
-        raise ProtocolError(415, "unsupported_media_type", "Send the body as Content-Type: application/json.")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ProtocolError(400, "invalid_request", "The body is not valid JSON.")
-    if not isinstance(data, dict):
-        raise ProtocolError(400, "invalid_request", "The body must be a JSON object.")
+    data = json_object()
     out = {}
     for name, (max_len, required) in fields.items():
         value = data.get(name)
