@@ -307,3 +307,42 @@ def test_a_limit_check_that_fails_for_another_reason_than_its_store_refuses_the_
     assert r.status_code == 500 and r.get_json()["error"] == "server_error"
     assert db_count(app) == 0
     assert any("not a store error" in line for line in handler.lines)
+
+
+def test_ipv6_clients_are_counted_by_their_64(limited):
+    """One host or LAN gets a whole /64: counting single IPv6 addresses would give it 2^64 budgets."""
+    client = limited(RATELIMIT_ANONYMOUS_PER_IP="2/hour").test_client()
+    assert post(client, "/agent/auth", ANON, ip="2001:db8:1:2::1").status_code == 200
+    assert post(client, "/agent/auth", ANON, ip="2001:db8:1:2:ffff:ffff:ffff:fffe").status_code == 200
+    assert_rate_limited(post(client, "/agent/auth", ANON, ip="2001:db8:1:2:abcd::99"))
+    assert_rate_limited(post(client, "/agent/auth", ANON, ip="2001:DB8:1:2:0:0:0:7"))  # another spelling
+    assert post(client, "/agent/auth", ANON, ip="2001:db8:1:3::1").status_code == 200  # the next /64
+    with client.application.app_context():  # the registration itself keeps the full address
+        ips = set(db.session.execute(db.select(Registration.ip)).scalars())
+    assert {"2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:3::1"} <= ips
+
+
+def test_ipv4_mapped_ipv6_counts_as_the_ipv4_address_and_ipv4_is_unchanged(limited):
+    client = limited(RATELIMIT_ANONYMOUS_PER_IP="2/hour").test_client()
+    assert post(client, "/agent/auth", ANON, ip="10.0.12.1").status_code == 200
+    assert post(client, "/agent/auth", ANON, ip="::ffff:10.0.12.1").status_code == 200
+    assert_rate_limited(post(client, "/agent/auth", ANON, ip="10.0.12.1"))
+    assert post(client, "/agent/auth", ANON, ip="10.0.12.2").status_code == 200  # no grouping for IPv4
+
+
+def test_ipv6_grouping_holds_for_every_per_ip_limit(limited):
+    client = limited(RATELIMIT_CLAIM_PER_IP="1/hour", RATELIMIT_COMPLETE_PER_IP="1/hour",
+                     RATELIMIT_CHALLENGE_PER_IP="1/hour", RATELIMIT_REVOKE_PER_IP="1/hour",
+                     RATELIMIT_CONSOLE_LOGIN_PER_IP="1/hour", WTF_CSRF_ENABLED=False).test_client()
+    token = post(client, "/agent/auth", ANON, ip="10.0.13.1").get_json()["claim_token"]
+    calls = [(200, lambda ip: post(client, "/agent/auth/claim", {"claim_token": token, "email": "v6@example.com"},
+                                   ip=ip)),
+             (401, lambda ip: post(client, "/agent/auth/claim/complete", {"claim_token": "clm_x", "otp": "1"}, ip=ip)),
+             (400, lambda ip: post(client, "/agent/auth/claim/attempt/challenge", {"claim_attempt_token": "cvt_x"},
+                                   ip=ip)),
+             (400, lambda ip: client.post("/agent/auth/revoke", data="x.y.z", content_type="application/logout+jwt",
+                                          environ_base={"REMOTE_ADDR": ip})),
+             (400, lambda ip: client.post("/console/login", data={}, environ_base={"REMOTE_ADDR": ip}))]
+    for status, call in calls:
+        assert call("2001:db8:5:6::1").status_code == status
+        assert call("2001:db8:5:6::2").status_code == 429
