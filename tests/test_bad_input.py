@@ -237,3 +237,59 @@ def test_brackets_inside_strings_do_not_count(client, text):
                                  b'{"type": "anonymous", "n": ' + b"9" * 5000 + b"}"])
 def test_non_json_numbers_are_invalid_request(app, client, before, raw):
     check(app, before, client.post("/agent/auth", data=raw, content_type="application/json"), 400, "invalid_request")
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize("path", ["/nope", "/console/nope", "/portal/nope/deeper", "/auth.md/x", "/"])
+@pytest.mark.parametrize("how", [{"headers": {"Accept": "application/json"}},
+                                 {"headers": {"Accept": "application/json, text/html;q=0.5"}},
+                                 {"method": "POST", "json": {"type": "anonymous"}},
+                                 {"method": "POST", "data": "{}", "content_type": "application/problem+json"}])
+def test_any_unknown_path_answers_json_not_found_to_a_json_client(app, client, before, path, how):
+    how = dict(how)
+    r = client.open(path, method=how.pop("method", "GET"), **how)
+    if path == "/" and r.status_code != 404:
+        return  # the root is a page (it redirects), not an unknown path
+    check(app, before, r, 404, "not_found")
+
+
+@pytest.mark.parametrize("accept", [None, BROWSER_ACCEPT, "*/*", "text/html, application/json"])
+def test_an_unknown_path_is_an_html_page_for_a_browser(client, accept):
+    r = client.get("/nope", headers={"Accept": accept} if accept else {})
+    assert r.status_code == 404 and r.mimetype == "text/html"
+
+
+def test_a_wrong_method_answers_json_to_a_json_client_anywhere(app, client, before):
+    r = client.put("/console/login", headers={"Accept": "application/json"})
+    check(app, before, r, 405, "method_not_allowed")
+    assert "GET" in r.headers["Allow"]
+    r = client.put("/console/login", headers={"Accept": BROWSER_ACCEPT})
+    assert r.status_code == 405 and r.mimetype == "text/html"
+
+
+def one_style(text: str) -> bool:
+    return text == json.dumps(json.loads(text), separators=(",", ":")) + "\n"
+
+
+def test_every_agent_facing_answer_has_one_json_style(make_app, client):
+    """Compact (jsonify's production form), keys in the order written, everywhere: the hot path and the
+    metadata included, and in debug mode too."""
+    debug = make_app(DEBUG=True)
+    debug.debug = True
+    for c in (client, debug.test_client()):
+        reg = c.post("/agent/auth", json={"type": "anonymous", "requested_credential_type": "api_key"})
+        answers = [reg,
+                   c.get("/api/resource", headers={"Authorization": "Bearer " + reg.get_json()["credential"]}),
+                   c.get("/api/resource"),
+                   c.get("/.well-known/oauth-protected-resource"),
+                   c.get("/.well-known/oauth-authorization-server"),
+                   c.post("/agent/auth", json={}),
+                   c.get("/nope", headers={"Accept": "application/json"}),
+                   c.get("/healthz")]
+        for r in answers:
+            assert r.mimetype == "application/json", r.request.path
+            assert one_style(r.get_data(as_text=True)), (r.request.path, r.get_data(as_text=True)[:200])
+        assert list(answers[-3].get_json()) == ["error", "message"]
+        assert list(answers[4].get_json())[0] == "issuer"

@@ -1,7 +1,7 @@
 """Protocol errors room: every failure an agent sees is JSON {"error", "message"}."""
 import logging
 
-from flask import current_app, jsonify, render_template, request
+from flask import jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .. import tx
@@ -20,10 +20,16 @@ HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404
 
 
 def wants_json() -> bool:
+    """JSON for an agent-facing path (the claim page is for people), for a client that prefers JSON to
+    HTML in its Accept header, or one that sent a JSON body; HTML otherwise. Unmatched URLs included
+    (/auth.md promises agents JSON for any path)."""
     path = request.path
-    if path.startswith(HTML_PREFIXES):
-        return False
-    return path.startswith(JSON_PREFIXES) or path == "/agent/auth"
+    if not path.startswith(HTML_PREFIXES) and (path.startswith(JSON_PREFIXES) or path == "/agent/auth"):
+        return True
+    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        return True
+    accept = request.accept_mimetypes
+    return accept["application/json"] > accept["text/html"]
 
 
 def json_error(status: int, code: str, message: str, headers: dict | None = None):
@@ -42,6 +48,11 @@ def html_error(status: int, title: str, message: str):
 
 
 def register(app):
+    # one JSON style for every answer: compact (jsonify's production form, in debug mode too), keys in the
+    # order the code writes them (error before message, issuer first in the metadata, as the RFCs show them)
+    app.json.compact = True
+    app.json.sort_keys = False
+
     @app.errorhandler(ProtocolError)
     def protocol_error(exc: ProtocolError):
         tx.rollback()
