@@ -15,6 +15,7 @@ from .. import scopes as scopes_room
 from ..extensions import db
 from ..models import (AuditEvent, AuthDocVersion, ClaimAttempt, Credential, Delegation, OutboxMail,
                       Registration, Scope, TrustedIssuer, User)
+from ..users import email_lookup
 from ..util import utcnow
 from . import docs
 from .auth import admin_required
@@ -467,7 +468,7 @@ def registrations():
             errors["status"] = "Choose a status from the list."
         else:
             stmt = stmt.where(Registration.status == status)
-    email = (args.get("email") or "").strip().lower()
+    email = email_lookup(args.get("email"))
     if email:
         stmt = stmt.where(Registration.email == email)
     iss = (args.get("issuer") or "").strip()
@@ -584,7 +585,7 @@ def delegations():
 def users():
     args = request.args
     stmt = db.select(User)
-    q = (args.get("q") or "").strip().lower()
+    q = email_lookup(args.get("q"))
     if q:
         stmt = stmt.where(User.email.like(q.replace("%", "").replace("_", r"\_") + "%", escape="\\"))
     if args.get("admins"):
@@ -788,7 +789,7 @@ def settings_page():
 @admin_required
 def outbox():
     stmt = db.select(OutboxMail.id, OutboxMail.created_at, OutboxMail.to_addr, OutboxMail.subject)
-    to = (request.args.get("to") or "").strip().lower()
+    to = email_lookup(request.args.get("to"))
     if to:
         stmt = stmt.where(OutboxMail.to_addr == to)
     before = request.args.get("before", "")

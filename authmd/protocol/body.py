@@ -48,15 +48,31 @@ def _parse():
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         return (400, "invalid_request", "The body is not valid JSON (UTF-8).")
-    if nesting(text) > MAX_DEPTH:
-        return (400, "invalid_request", f"The body nests deeper than {MAX_DEPTH} levels.")
     try:
-        data = json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError):  # RecursionError cannot happen below MAX_DEPTH; belt and braces
+        data = loads(text)
+    except TooDeep:
+        return (400, "invalid_request", f"The body nests deeper than {MAX_DEPTH} levels.")
+    except ValueError:
         return (400, "invalid_request", "The body is not valid JSON.")
     if not isinstance(data, dict):
         return (400, "invalid_request", "The body must be a JSON object.")
     return data
+
+
+class TooDeep(ValueError):
+    pass
+
+
+def loads(text: str, max_depth: int = MAX_DEPTH):
+    """json.loads for text from outside, with the nesting counted first: ValueError (TooDeep) for a text
+    nested deeper than max_depth, ValueError for one that is not JSON (NaN and Infinity included). The one
+    JSON parser for what clients send (request bodies; token parts may use it too)."""
+    if nesting(text) > max_depth:
+        raise TooDeep(f"nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:  # cannot happen below max_depth; belt and braces
+        raise ValueError("nested too deep") from None
 
 
 def _no_constant(name: str):
