@@ -242,17 +242,19 @@ def test_non_json_numbers_are_invalid_request(app, client, before, raw):
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
 
-@pytest.mark.parametrize("path", ["/nope", "/console/nope", "/portal/nope/deeper", "/auth.md/x", "/"])
+@pytest.mark.parametrize("path", ["/nope", "/console/nope", "/portal/nope/deeper", "/auth.md/x", "/static/nope.css"])
 @pytest.mark.parametrize("how", [{"headers": {"Accept": "application/json"}},
                                  {"headers": {"Accept": "application/json, text/html;q=0.5"}},
                                  {"method": "POST", "json": {"type": "anonymous"}},
                                  {"method": "POST", "data": "{}", "content_type": "application/problem+json"}])
 def test_any_unknown_path_answers_json_not_found_to_a_json_client(app, client, before, path, how):
     how = dict(how)
-    r = client.open(path, method=how.pop("method", "GET"), **how)
-    if path == "/" and r.status_code != 404:
-        return  # the root is a page (it redirects), not an unknown path
-    check(app, before, r, 404, "not_found")
+    method = how.pop("method", "GET")
+    r = client.open(path, method=method, **how)
+    if path.startswith("/static/") and method == "POST":
+        check(app, before, r, 405, "method_not_allowed")  # the static route exists, for GET only
+    else:
+        check(app, before, r, 404, "not_found")
 
 
 @pytest.mark.parametrize("accept", [None, BROWSER_ACCEPT, "*/*", "text/html, application/json"])
