@@ -346,3 +346,20 @@ def test_ipv6_grouping_holds_for_every_per_ip_limit(limited):
     for status, call in calls:
         assert call("2001:db8:5:6::1").status_code == status
         assert call("2001:db8:5:6::2").status_code == 429
+
+
+def test_nested_bodies_under_gunicorn_neither_pass_nor_lift_the_limits(gunicorn_server, schema):
+    """The review's reproduction, against a real gunicorn worker (its stack, not the test client's): bodies
+    nested 966 and 970 deep answered 200 past the limit and 500 with a traceback."""
+    import requests
+    server = gunicorn_server(schema, workers=1, AUTHMD_RATELIMIT_ENABLED="1",
+                             AUTHMD_RATELIMIT_ANONYMOUS_PER_IP="3/hour")
+    url = server.url + "/agent/auth"
+    headers = {"Content-Type": "application/json"}
+    statuses = []
+    for depth in (40, 966, 970, 5000):
+        r = requests.post(url, data=nested(depth, ANON), headers=headers, timeout=10)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request", (depth, r.status_code, r.text[:200])
+        statuses.append(requests.post(url, json=ANON, timeout=10).status_code)
+    assert statuses == [200, 200, 200, 429]
+    assert "Traceback" not in server.output()
