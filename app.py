@@ -26,8 +26,6 @@ def create_app(test_config=None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     _user_loader()
-    from authmd import ratelimit
-    ratelimit.init_app(app)
     if app.config["DATABASE_URL"].startswith("sqlite"):
         _sqlite_pragmas(app)
 
@@ -45,6 +43,8 @@ def create_app(test_config=None) -> Flask:
     if app.config.get("DEV_PROVIDER"):
         from authmd.devprovider import register as register_dev
         register_dev(app)
+    from authmd import ratelimit
+    ratelimit.init_app(app)  # after every blueprint: it applies the limits the registered views declare
     errors.register(app)
 
     @app.after_request

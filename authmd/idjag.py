@@ -74,8 +74,23 @@ def register(assertion, requested_credential_type, *, ip=None, user_agent=None) 
     try:
         return _register(assertion, requested_credential_type, ip=ip, user_agent=user_agent)
     except ProtocolError as exc:
-        trust.record_rejection(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
+        _rejected(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
         raise
+
+
+def _rejected(exc: ProtocolError, token, kind: str, *, ip, user_agent) -> None:
+    """assertion.rejected, one row, for a token that names an issuer on the trust list (enabled or not),
+    whatever later check it failed. Junk anyone can post by the thousand (a token that does not parse, or
+    names no issuer known here) gets no row, which would cost a write (SQLite's one writer) per request:
+    it is counted in the log instead (audit.unrecorded). The same rule for ID-JAGs and logout tokens."""
+    try:
+        parsed = trust.parse(token)
+    except ProtocolError:
+        parsed = None
+    if _issuer_named(parsed) is None:
+        audit.unrecorded("assertion.rejected", kind=kind, error=exc.code)
+        return
+    trust.record_rejection(exc, token, kind, ip=ip, user_agent=user_agent)
 
 
 _issuers = TrustedIssuer.__table__
@@ -233,7 +248,7 @@ def revoke(logout_token, *, ip=None, user_agent=None) -> dict:
     try:
         return _revoke(logout_token, ip=ip, user_agent=user_agent)
     except ProtocolError as exc:
-        trust.record_rejection(exc, logout_token, "logout", ip=ip, user_agent=user_agent)
+        _rejected(exc, logout_token, "logout", ip=ip, user_agent=user_agent)
         raise
 
 

@@ -75,7 +75,7 @@ def register_verified_email(email: str, requested_credential_type, *, ip=None, u
                                          requested_credential_type=requested_credential_type, now=now)
     db.session.flush()
     audit.record("registration.created", "agent", registration_id=reg.id,
-                 registration_type="email-verification", email=email)
+                 registration_type="email-verification", email=email, ip=ip, user_agent=user_agent)
     claims.start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)  # sends the mail or raises 503
     return {"registration_id": reg.id, "registration_type": "email-verification",
             "claim_url": claim_url(), "claim_token": claim_token,

@@ -20,7 +20,19 @@ def normalize_email(value) -> str:
     return info.normalized.lower()
 
 
+def email_lookup(value) -> str:
+    """What someone typed to find an address (a console filter or search box) in the form addresses are
+    stored and compared in: normalize_email's when it is a whole address, so every spelling of it finds
+    it; else the text stripped and lower-cased (a prefix, a partial address)."""
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        return normalize_email(text)
+    except ProtocolError:
+        return text.lower()
+
+
 def by_email(email: str):
+    """The user with this address, given in normalize_email's form (every caller normalises at its edge)."""
     return db.session.execute(db.select(User).where(User.email == email)).scalar()
 
 

@@ -15,6 +15,7 @@ from .. import scopes as scopes_room
 from ..extensions import db
 from ..models import (AuditEvent, AuthDocVersion, ClaimAttempt, Credential, Delegation, OutboxMail,
                       Registration, Scope, TrustedIssuer, User)
+from ..users import email_lookup
 from ..util import utcnow
 from . import docs
 from .auth import admin_required
@@ -157,7 +158,8 @@ def authmd():
                 db.session.add(row)
                 db.session.flush()
                 audit.record("authmd.published", "admin", actor_id=actor(), user_id=current_user.id,
-                             version_id=row.id, note=row.note)
+                             version_id=row.id, note=row.note,
+                             ip=request.remote_addr, user_agent=request.user_agent.string)
                 db.session.commit()
                 flash(f"Published version {row.id}. /auth.md serves it now.", "success")
                 return redirect(url_for("admin.authmd"))
@@ -229,7 +231,7 @@ def authmd_rollback(version_id):
     db.session.add(new)
     db.session.flush()
     audit.record("authmd.published", "admin", actor_id=actor(), user_id=current_user.id, version_id=new.id,
-                 rollback_of=row.id, note=new.note)
+                 rollback_of=row.id, note=new.note, ip=request.remote_addr, user_agent=request.user_agent.string)
     db.session.commit()
     flash(f"Version {row.id} is published again as version {new.id}.", "success")
     return redirect(url_for("admin.authmd_history"))
@@ -278,7 +280,8 @@ def issuer_edit(issuer_id=None):
                     setattr(row, k, v)
                 event = "issuer.updated"
             db.session.flush()
-            audit.record(event, "admin", actor_id=actor(), iss=row.issuer, issuer_id=row.id, changes=changes)
+            audit.record(event, "admin", actor_id=actor(), iss=row.issuer, issuer_id=row.id, changes=changes,
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             flash(f"Saved {row.issuer}.", "success")
             return redirect(url_for("admin.issuers"))
@@ -295,7 +298,7 @@ def issuer_toggle(issuer_id):
         abort(400)
     row.enabled = not row.enabled
     audit.record("issuer.enabled" if row.enabled else "issuer.disabled", "admin", actor_id=actor(),
-                 iss=row.issuer, issuer_id=row.id)
+                 iss=row.issuer, issuer_id=row.id, ip=request.remote_addr, user_agent=request.user_agent.string)
     db.session.commit()
     flash(f"{row.issuer} is now {'enabled' if row.enabled else 'disabled'}.", "success")
     return redirect(url_for("admin.issuers"))
@@ -309,7 +312,8 @@ def issuer_remove(issuer_id):
     if request.method == "POST" and form.validate_on_submit():
         iss = row.issuer
         db.session.delete(row)
-        audit.record("issuer.removed", "admin", actor_id=actor(), iss=iss, issuer_id=issuer_id)
+        audit.record("issuer.removed", "admin", actor_id=actor(), iss=iss, issuer_id=issuer_id,
+                     ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()
         flash(f"Removed {iss}. Credentials it vouched for keep working until revoked.", "success")
         return redirect(url_for("admin.issuers"))
@@ -353,7 +357,7 @@ def scopes():
                         post_claim=form.post_claim.data, enabled=form.enabled.data, created_at=utcnow())
             db.session.add(row)
             audit.record("scope.added", "admin", actor_id=actor(), scope=row.name, pre_claim=row.pre_claim,
-                         post_claim=row.post_claim)
+                         post_claim=row.post_claim, ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             flash(f"Added scope {row.name}.", "success")
             return redirect(url_for("admin.scopes"))
@@ -380,7 +384,8 @@ def scope_edit(scope_id):
                 setattr(row, k, v)
             event = ("scope.disabled" if changes.get("enabled") == [True, False] else
                      "scope.enabled" if changes.get("enabled") == [False, True] else "scope.updated")
-            audit.record(event, "admin", actor_id=actor(), scope=row.name, changes=changes)
+            audit.record(event, "admin", actor_id=actor(), scope=row.name, changes=changes,
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             flash(f"Saved scope {row.name}.", "success")
             return redirect(url_for("admin.scopes"))
@@ -400,7 +405,8 @@ def scope_delete(scope_id):
             return redirect(url_for("admin.scope_edit", scope_id=row.id))
         name = row.name
         db.session.delete(row)
-        audit.record("scope.removed", "admin", actor_id=actor(), scope=name)
+        audit.record("scope.removed", "admin", actor_id=actor(), scope=name,
+                     ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()
         flash(f"Deleted scope {name}.", "success")
         return redirect(url_for("admin.scopes"))
@@ -462,7 +468,7 @@ def registrations():
             errors["status"] = "Choose a status from the list."
         else:
             stmt = stmt.where(Registration.status == status)
-    email = (args.get("email") or "").strip().lower()
+    email = email_lookup(args.get("email"))
     if email:
         stmt = stmt.where(Registration.email == email)
     iss = (args.get("issuer") or "").strip()
@@ -534,7 +540,8 @@ def revoke():
         back = url_for("admin.registrations")
     form = ButtonForm()
     if request.method == "POST" and form.validate_on_submit():
-        n = do(target, actor_kind="admin", actor_id=actor())
+        n = do(target, actor_kind="admin", actor_id=actor(), ip=request.remote_addr,
+               user_agent=request.user_agent.string)
         db.session.commit()
         flash(f"Revoked {n} credential(s). Their next API call answers 401.", "success")
         return redirect(back)
@@ -578,7 +585,7 @@ def delegations():
 def users():
     args = request.args
     stmt = db.select(User)
-    q = (args.get("q") or "").strip().lower()
+    q = email_lookup(args.get("q"))
     if q:
         stmt = stmt.where(User.email.like(q.replace("%", "").replace("_", r"\_") + "%", escape="\\"))
     if args.get("admins"):
@@ -624,7 +631,7 @@ def user_action(user_id, action):
         else:
             row.is_admin = False
         audit.record(f"user.{action}d" if action != "promote" else "user.promoted", "admin", actor_id=actor(),
-                     user_id=row.id)
+                     user_id=row.id, ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()
         flash(f"User {row.email}: {action} done.", "success")
         return redirect(url_for("admin.user", user_id=row.id))
@@ -765,7 +772,8 @@ def settings_page():
         diff = settings.update(form.values())
         if diff:
             audit.record("settings.changed", "admin", actor_id=actor(), user_id=current_user.id,
-                         before={k: v[0] for k, v in diff.items()}, after={k: v[1] for k, v in diff.items()})
+                         before={k: v[0] for k, v in diff.items()}, after={k: v[1] for k, v in diff.items()},
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             flash(f"Saved {len(diff)} change(s): {', '.join(sorted(diff))}.", "success")
         else:
@@ -781,7 +789,7 @@ def settings_page():
 @admin_required
 def outbox():
     stmt = db.select(OutboxMail.id, OutboxMail.created_at, OutboxMail.to_addr, OutboxMail.subject)
-    to = (request.args.get("to") or "").strip().lower()
+    to = email_lookup(request.args.get("to"))
     if to:
         stmt = stmt.where(OutboxMail.to_addr == to)
     before = request.args.get("before", "")

@@ -112,7 +112,8 @@ def login():
         email, now = form.email.data, utcnow()
         if throttled(email, now):
             form.password.errors.append("Too many failed sign-ins for this account. Wait 15 minutes and try again.")
-            audit.record("admin.login_failed", "admin", actor_id=email, email=email, reason="throttled")
+            audit.record("admin.login_failed", "admin", actor_id=email, email=email, reason="throttled",
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             status = 429
         else:
@@ -124,12 +125,14 @@ def login():
                 session.clear()  # a fresh session on privilege change
                 login_user(user)
                 session["last_active"] = now.isoformat()
-                audit.record("admin.login", "admin", actor_id=user.id, user_id=user.id)
+                audit.record("admin.login", "admin", actor_id=user.id, user_id=user.id,
+                             ip=request.remote_addr, user_agent=request.user_agent.string)
                 db.session.commit()
                 return redirect(_safe_next(url_for("admin.dashboard")))
             db.session.add(LoginFailure(email=email, created_at=now))
             audit.record("admin.login_failed", "admin", actor_id=email, email=email, reason="bad credentials",
-                         user_id=user.id if user is not None else None)
+                         user_id=user.id if user is not None else None,
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             form.password.errors.append("The email or password is not correct.")
             status = 401
@@ -219,7 +222,8 @@ def portal_link():
             user = find_or_provision_by_email(row.email, source="portal")
             if user.is_active:
                 db.session.flush()
-                audit.record("user.login", "user", actor_id=user.id, user_id=user.id)
+                audit.record("user.login", "user", actor_id=user.id, user_id=user.id,
+                             ip=request.remote_addr, user_agent=request.user_agent.string)
                 db.session.commit()
                 session.clear()
                 login_user(user)

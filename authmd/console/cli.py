@@ -12,7 +12,7 @@ from .forms import MIN_PASSWORD
 
 
 def create_admin(email: str, password: str, *, actor_kind: str = "admin", actor_id: str = "cli",
-                 event: str | None = None) -> User:
+                 event: str | None = None, ip=None, user_agent=None) -> User:
     """Create the admin, or promote an existing user and set the password. Caller commits."""
     from .auth import hash_password
     from .setup import discard
@@ -26,7 +26,8 @@ def create_admin(email: str, password: str, *, actor_kind: str = "admin", actor_
     db.session.flush()
     discard()  # an admin exists now: a pending first-run setup link must never work
     audit.record(event or ("admin.created" if created else "admin.password_set"), actor_kind,
-                 actor_id=actor_id, user_id=user.id, **({} if created else {"existing_user": True}))
+                 actor_id=actor_id, user_id=user.id, ip=ip, user_agent=user_agent,
+                 **({} if created else {"existing_user": True}))
     return user
 
 

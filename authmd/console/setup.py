@@ -106,7 +106,7 @@ def setup():
             abort(404)
         from .cli import create_admin
         user = create_admin(form.email.data, form.password.data, actor_kind="system", actor_id="setup",
-                            event="admin.created")
+                            event="admin.created", ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()
         session.clear()
         login_user(user)
