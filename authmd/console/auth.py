@@ -169,8 +169,8 @@ def login():
     if console_session() and request.method == "GET":
         return redirect(url_for("admin.dashboard"))
     form = LoginForm()
-    # an admin signed in by link is in the portal: the password opens the console
-    portal_email = current_user.email if current_user.is_authenticated else None
+    # an admin signed in by link is in the portal: the page says that the password opens the console
+    portal_email = current_user.email if current_user.is_authenticated and current_user.is_admin else None
     if request.method == "GET" and portal_email and not form.email.data:
         form.email.data = portal_email
     status, headers = 200, {}
