@@ -65,14 +65,9 @@ def create_app(test_config=None) -> Flask:
 
 
 def _user_loader():
-    from authmd.models import User
-
-    @login_manager.user_loader
-    def load_user(user_id):
-        if not str(user_id).isdigit():
-            return None
-        user = db.session.get(User, int(user_id))
-        return user if user is not None and user.is_active else None
+    # the session checks (generation, lifetime, active user) live with the console's sign-in
+    from authmd.console.auth import load_user
+    login_manager.user_loader(load_user)
 
 
 def _migrations_dir():

@@ -10,7 +10,7 @@ from . import audit, credentials, mail, scopes, settings, tx
 from .extensions import db
 from .models import ClaimAttempt, Credential, Registration
 from .secrets import digest, new_id, new_otp, new_token
-from .users import find_or_provision_by_email
+from .users import find_or_provision_by_email, require_resolvable
 from .util import ProtocolError, iso, utcnow
 
 ENDED = ("expired", "revoked")
@@ -104,6 +104,7 @@ def request_claim(claim_token: str, email: str, *, ip=None, user_agent=None) -> 
     now = utcnow()
     reg = registration_by_claim_token(claim_token, lock=True)
     _check_claimable(reg, now)
+    require_resolvable(email)  # "existing users only": refused now, before a mail goes out
     denied = db.session.execute(db.select(ClaimAttempt.id).where(
         ClaimAttempt.registration_id == reg.id, ClaimAttempt.email == email,
         ClaimAttempt.status == "denied")).first()

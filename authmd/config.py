@@ -38,6 +38,7 @@ class Defaults:
     # seconds another worker may serve discovery and /auth.md built before a config change (0: no cache)
     DISCOVERY_CACHE_SECONDS = 1
     SESSION_IDLE_MINUTES = 30
+    SESSION_MAX_HOURS = 12  # a console or portal session ends this long after sign-in, however busy
     SQLALCHEMY_TRACK_MODIFICATIONS = False
 
 

@@ -182,7 +182,7 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     *found, prior_user, email_user, email_verified = _LOOKUP.first({"iss": iss, "sub": sub, "aud": aud,
                                                                      "email": email})
     plan = users.plan_for_delegation(prior_user, None if email_user is None else (email_user, email_verified),
-                                     email=email, phone=phone, existing_only=bool(cfg["existing_users_only"]))
+                                     email=email, phone=phone)
     granted = granted_scopes(row, conn)
 
     # --- writes. The jti first: a replay is refused before anything else is written.

@@ -16,6 +16,6 @@ def register(app):
     @app.get("/")
     def home():
         if current_user.is_authenticated:
-            return redirect(url_for("admin.dashboard" if current_user.is_admin else "portal.home"))
+            return redirect(url_for("admin.dashboard" if auth.console_session() else "portal.home"))
         from flask import render_template
         return render_template("landing.html", service_name=settings.get("service_name"))

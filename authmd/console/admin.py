@@ -15,11 +15,12 @@ from .. import scopes as scopes_room
 from ..extensions import db
 from ..models import (AuditEvent, AuthDocVersion, ClaimAttempt, Credential, Delegation, OutboxMail,
                       Registration, Scope, TrustedIssuer, User)
-from ..users import email_lookup
+from ..users import email_lookup, end_sessions
 from ..util import utcnow
 from . import docs
 from .auth import admin_required
 from .forms import AuthDocForm, ButtonForm, IssuerForm, ScopeForm, SettingsForm
+from .redirects import safe_target
 
 bp = Blueprint("admin", __name__, url_prefix="/console")
 PAGE = 50
@@ -535,9 +536,7 @@ def revoke():
         target = cast(raw)
     except ValueError:
         abort(404)
-    back = request.values.get("back") or url_for("admin.registrations")
-    if not back.startswith("/") or back.startswith("//"):
-        back = url_for("admin.registrations")
+    back = safe_target(request.values.get("back"), url_for("admin.registrations"))
     form = ButtonForm()
     if request.method == "POST" and form.validate_on_submit():
         n = do(target, actor_kind="admin", actor_id=actor(), ip=request.remote_addr,
@@ -630,6 +629,8 @@ def user_action(user_id, action):
             row.is_admin = True
         else:
             row.is_admin = False
+        if action in ("disable", "demote"):
+            end_sessions(row)  # every session of the account ends, a copied cookie too
         audit.record(f"user.{action}d" if action != "promote" else "user.promoted", "admin", actor_id=actor(),
                      user_id=row.id, ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()

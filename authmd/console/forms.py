@@ -146,7 +146,12 @@ class SettingsForm(FlaskForm):
         DataRequired("Enter a number."), NumberRange(1, 20, "Between 1 and 20.")])
     otp_max_failures_per_registration = IntegerField("Wrong codes per registration before lock", validators=[
         DataRequired("Enter a number."), NumberRange(1, 100, "Between 1 and 100.")])
-    existing_users_only = BooleanField("Existing users only (never provision a user just in time)")
+    existing_users_only = BooleanField(
+        "Existing users only: never create a user",
+        description="Agents are bound only to people who already have an account here: a claim or an email "
+                    "registration for another address, or an ID-JAG for an unknown person, is refused "
+                    "(user_not_provisioned) before any mail goes out, and the portal mails sign-in links "
+                    "only to existing users.")
 
     KEYS = ("service_name", "logo_uri", "anonymous_enabled", "verified_email_enabled", "id_jag_enabled",
             "registration_ttl", "claim_link_ttl", "otp_ttl", "access_token_ttl", "otp_max_per_attempt",
