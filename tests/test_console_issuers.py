@@ -85,10 +85,15 @@ def test_an_edit_records_what_changed(app, admin_client):
                                                      "enabled": "y"})
     with app.app_context():
         iid = db.session.execute(db.select(TrustedIssuer.id)).scalar()
-    r = post_form(admin_client, f"/console/issuers/{iid}/edit", {"issuer": "https://id.example.com/",
+    r = post_form(admin_client, f"/console/issuers/{iid}/edit", {"issuer": "https://id.example.com",
                                                                   "algorithms": "ES256 RS256", "enabled": "y"})
     assert r.status_code == 302
     assert _audit(app, "issuer.updated") == [{"issuer_id": iid, "changes": {"algorithms": ["ES256", "ES256 RS256"]}}]
+    # the iss is matched exactly, so a trailing slash is kept as typed (as `flask issuers add` does)
+    post_form(admin_client, f"/console/issuers/{iid}/edit", {"issuer": "https://id.example.com/",
+                                                             "algorithms": "ES256 RS256", "enabled": "y"})
+    assert _audit(app, "issuer.updated")[1]["changes"] == {"issuer": ["https://id.example.com",
+                                                                      "https://id.example.com/"]}
 
 
 def test_remove_forgets_this_workers_cached_keys(app, admin_client, client, provider, register_id_jag):

@@ -21,9 +21,8 @@ def _row(issuer_id: int) -> TrustedIssuer:
 
 def _fields(form: IssuerForm) -> dict:
     """The form's values as trust_list.add / update take them."""
-    issuer = (form.issuer.data or "").strip()
-    return {"issuer": issuer.rstrip("/") if issuer.count("/") > 2 else issuer,
-            "jwks_uri": (form.jwks_uri.data or "").strip() or None, **{k: form[k].data for k in PARSED}}
+    return {"issuer": (form.issuer.data or "").strip(), "jwks_uri": (form.jwks_uri.data or "").strip() or None,
+            **{k: form[k].data for k in PARSED}}
 
 
 def _list_page(**extra):
