@@ -287,6 +287,20 @@ def test_issuer_flagged_allow_private_jwks_may_use_a_private_address(app, make_a
 
 # ------------------------------------------------------------------ one deadline for the whole fetch
 
+def _unavailable(client, register_id_jag, provider, clock):
+    r = _refused(client, register_id_jag, _token(provider, clock))
+    assert r.json["message"] == "The issuer's keys could not be fetched."
+
+
+def _backed_off(client, register_id_jag, provider, clock, served):
+    """After one failed fetch: not asked again within the minute, asked once more after it."""
+    _unavailable(client, register_id_jag, provider, clock)
+    assert served.requests == 1
+    clock.advance(seconds=61)
+    _unavailable(client, register_id_jag, provider, clock)
+    assert served.requests == 2
+
+
 def test_default_deadline_is_five_seconds(app):
     assert app.config["JWKS_DEADLINE"] == 5
 
@@ -301,14 +315,9 @@ def test_a_trickling_jwks_is_given_up_at_the_deadline_and_not_asked_again_within
         trust_provider(app, provider, jwks_uri=slow.url)
         client = make_app(JWKS_DEADLINE=1).test_client()
         started = time.monotonic()
-        r = _refused(client, register_id_jag, _token(provider, clock))
-        assert r.json["message"] == "The issuer's keys could not be fetched."
+        _unavailable(client, register_id_jag, provider, clock)
         assert time.monotonic() - started < 4  # the deadline, not the trickle, ended it
-        _refused(client, register_id_jag, _token(provider, clock))
-        assert slow.requests == 1
-        clock.advance(seconds=61)
-        _refused(client, register_id_jag, _token(provider, clock))
-        assert slow.requests == 2
+        _backed_off(client, register_id_jag, provider, clock, slow)
     finally:
         slow.close()
 
@@ -320,15 +329,10 @@ def test_a_deeply_nested_jwks_is_a_clean_refusal_with_backoff(app, client, provi
     clock.frozen = clock()
     try:
         trust_provider(app, provider, jwks_uri=deep.url)
-        r = _refused(client, register_id_jag, _token(provider, clock))
-        assert r.json["message"] == "The issuer's keys could not be fetched."
+        _unavailable(client, register_id_jag, provider, clock)
         [entry] = jwks._cache.values()
         assert entry.failed_at == clock.frozen and not entry.keys
-        _refused(client, register_id_jag, _token(provider, clock))
-        assert deep.requests == 1
-        clock.advance(seconds=61)
-        _refused(client, register_id_jag, _token(provider, clock))
-        assert deep.requests == 2
+        _backed_off(client, register_id_jag, provider, clock, deep)
     finally:
         deep.close()
 

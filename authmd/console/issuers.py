@@ -19,6 +19,14 @@ def _row(issuer_id: int) -> TrustedIssuer:
     return db.session.get(TrustedIssuer, issuer_id) or abort(404)
 
 
+def _pressed(issuer_id: int) -> TrustedIssuer:
+    """The row a button (a form that is only its CSRF token) was pressed for."""
+    row = _row(issuer_id)
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    return row
+
+
 def _fields(form: IssuerForm) -> dict:
     """The form's values as trust_list.add / update take them."""
     return {"issuer": (form.issuer.data or "").strip(), "jwks_uri": (form.jwks_uri.data or "").strip() or None,
@@ -63,9 +71,7 @@ def issuer_edit(issuer_id=None):
 @bp.post("/issuers/<int:issuer_id>/toggle")
 @admin_required
 def issuer_toggle(issuer_id):
-    row = _row(issuer_id)
-    if not ButtonForm().validate_on_submit():
-        abort(400)
+    row = _pressed(issuer_id)
     trust_list.set_enabled(row, not row.enabled, actor=actor())
     db.session.commit()
     flash(f"{row.issuer} is now {'enabled' if row.enabled else 'disabled'}.", "success")
@@ -93,9 +99,7 @@ def issuer_remove(issuer_id):
 @bp.post("/issuers/<int:issuer_id>/test")
 @admin_required
 def issuer_test(issuer_id):
-    row = _row(issuer_id)
-    if not ButtonForm().validate_on_submit():
-        abort(400)
+    row = _pressed(issuer_id)
     outcome = probe_jwks(row)
     db.session.rollback()  # nothing to keep: end the read transaction the fetch was waited for in
     return _list_page(tested=row.id, test_keys=outcome["keys"] if outcome["ok"] else None,
