@@ -240,6 +240,12 @@ def test_only_https_or_loopback_http_urls(app, url, message):
             jwks.fetch_jwks(url)
 
 
+def test_a_url_the_http_client_cannot_send_is_a_fetch_error(app):
+    with app.app_context():
+        with pytest.raises(jwks.FetchError, match="UnicodeEncodeError"):
+            jwks.fetch_jwks("http://127.0.0.1:9/\u043a\u043b\u044e\u0447\u0438")
+
+
 def test_plain_http_is_refused_off_the_loopback_names_even_where_private_addresses_are_allowed(app):
     # a live JWKS on 127.0.0.2 (not one of the loopback names): only the http rule stands in the way
     plain = _Served(b'{"keys": []}', host="127.0.0.2")

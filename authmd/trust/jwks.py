@@ -236,7 +236,8 @@ def fetch_jwks(url: str, *, allow_private: bool = False, timeout: float | None =
             cache_control = resp.getheader("Cache-Control") or ""
         finally:
             conn.close()
-    except (OSError, http.client.HTTPException) as exc:  # timeouts, TLS, refused connections, bad HTTP
+    # timeouts, TLS, refused connections, bad HTTP; ValueError: what http.client cannot send (a non-ASCII path)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
         raise FetchError(f"JWKS fetch failed: {exc.__class__.__name__}: {exc}") from None
     try:
         data = json.loads(body)
