@@ -8,20 +8,23 @@ from .extensions import db
 from .models import OutboxMail, Scope
 from .util import utcnow
 
+_INIT_DB_SEEDS = "authmd.init_db_seeds"
+
 
 def init_db() -> None:
     """Upgrade the schema to the newest migration and seed what a fresh install needs."""
     from flask_migrate import upgrade
     upgrade(directory=current_app.extensions["migrate"].directory)
     scope_mod.seed()
-    if current_app.config.get("DEV_PROVIDER"):
-        try:
-            from .devprovider import ensure_trusted
-        except ImportError:
-            pass
-        else:
-            ensure_trusted()  # creates its key and trusts <ISSUER>/dev-provider
+    for seed in current_app.extensions.get(_INIT_DB_SEEDS, ()):
+        seed()
     db.session.commit()
+
+
+def on_init_db(app, seed) -> None:
+    """seed() runs in every init-db after the default scopes, before its one commit: an optional room
+    (the development provider) seeds what it needs without this module knowing it."""
+    app.extensions.setdefault(_INIT_DB_SEEDS, []).append(seed)
 
 
 def register(app):
@@ -119,7 +122,8 @@ def register(app):
 
     app.cli.add_command(outbox)
 
-    from . import ops_cli, trust_cli
+    from . import ops_cli
+    from .trust import cli as trust_cli
     from .console import cli as console_cli
     from .devprovider import cli as devprovider_cli
     for module in (trust_cli, console_cli, devprovider_cli, ops_cli):

@@ -31,7 +31,8 @@ class Defaults:
     # JWT checks
     CLOCK_SKEW = 60
     ID_JAG_MAX_LIFETIME = 3600
-    JWKS_TIMEOUT = 3
+    JWKS_TIMEOUT = 3  # seconds for one step of a JWKS fetch (connect, TLS handshake, one read)
+    JWKS_DEADLINE = 5  # seconds for the whole fetch, however the issuer spreads its bytes
     JWKS_MAX_BYTES = 64 * 1024
     DEV_PROVIDER = False
     LOG_FORMAT = "text"

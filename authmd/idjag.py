@@ -2,11 +2,12 @@
 revocation by logout token (§4)."""
 from collections import namedtuple
 
-from . import audit, credentials, scopes, settings, trust, users
+from . import audit, credentials, scopes, settings, users
 from .extensions import db
 from .models import Credential, Delegation, Registration, TrustedIssuer
 from .secrets import new_id
-from .rawsql import Prepared
+from .rawsql import Prepared, on_conflict_do_nothing
+from .trust import verify as trust
 from .users import normalize_email, normalize_phone
 from .util import ProtocolError, iso, printable, utcnow
 
@@ -113,7 +114,7 @@ _DELEGATION_WHERE = (_delegations.c.iss == db.bindparam("iss"), _delegations.c.s
                      _delegations.c.aud == db.bindparam("aud"))
 _DELEGATION = Prepared(db.select(*_DELEGATION_COLUMNS).select_from(_DELEGATION_FROM).where(*_DELEGATION_WHERE))
 # The writes (an UPDATE sets the columns its parameters name; "delegation_id" / "registration_id" pick the row)
-_INSERT_DELEGATION = Prepared(lambda dialect: trust.on_conflict_do_nothing(dialect, _delegations, _delegations.c.id))
+_INSERT_DELEGATION = Prepared(lambda dialect: on_conflict_do_nothing(dialect, _delegations, _delegations.c.id))
 _UPDATE_DELEGATION = Prepared(_delegations.update().where(_delegations.c.id == db.bindparam("delegation_id")))
 _INSERT_REGISTRATION = Prepared(_registrations.insert())
 _UPDATE_REGISTRATION = Prepared(_registrations.update()

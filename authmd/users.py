@@ -6,8 +6,7 @@ from sqlalchemy.exc import IntegrityError
 from . import settings
 from .extensions import db
 from .models import Delegation, User
-from .rawsql import Prepared
-from .trust import on_conflict_do_nothing
+from .rawsql import Prepared, on_conflict_do_nothing
 from .util import ProtocolError, utcnow
 
 

@@ -4,7 +4,7 @@ from flask_login import current_user
 
 
 def register(app):
-    from . import admin, auth, portal, setup
+    from . import admin, auth, issuers, portal, setup  # noqa: F401 - issuers adds its views to admin.bp
     from .. import settings
     from ..extensions import login_manager
 
