@@ -26,8 +26,6 @@ def create_app(test_config=None) -> Flask:
     csrf.init_app(app)
     login_manager.init_app(app)
     _user_loader()
-    from authmd import ratelimit
-    ratelimit.init_app(app)
     if app.config["DATABASE_URL"].startswith("sqlite"):
         _sqlite_pragmas(app)
 
@@ -46,6 +44,8 @@ def create_app(test_config=None) -> Flask:
     if app.config.get("DEV_PROVIDER"):
         from authmd.devprovider import register as register_dev
         register_dev(app)
+    from authmd import ratelimit
+    ratelimit.init_app(app)  # after every blueprint: it applies the limits the registered views declare
     errors.register(app)
 
     @app.after_request
@@ -66,14 +66,9 @@ def create_app(test_config=None) -> Flask:
 
 
 def _user_loader():
-    from authmd.models import User
-
-    @login_manager.user_loader
-    def load_user(user_id):
-        if not str(user_id).isdigit():
-            return None
-        user = db.session.get(User, int(user_id))
-        return user if user is not None and user.is_active else None
+    # the session checks (generation, lifetime, active user) live with the console's sign-in
+    from authmd.console.auth import load_user
+    login_manager.user_loader(load_user)
 
 
 def _migrations_dir():

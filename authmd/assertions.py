@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 
-from . import audit, keys, settings, trust
+from . import audit, keys, settings
+from .trust import verify as trust
 from .util import ProtocolError, utcnow
 
 TYP = "oauth-id-jag+jwt"

@@ -1,7 +1,11 @@
 """Audit room: one row per event, added to the caller's transaction."""
 import json
+import logging
+import threading
+from collections import Counter
+from datetime import timedelta
 
-from flask import has_request_context, request
+from flask import current_app, has_app_context
 
 from .extensions import db
 from .models import AuditEvent
@@ -14,14 +18,12 @@ SECRET_WORDS = ("credential", "token", "otp", "code", "password", "secret", "ass
 def values(event: str, actor_kind: str = "system", *, actor_id=None, registration_id=None,
            user_id=None, iss=None, sub=None, agent_platform=None, agent_context_id=None,
            ip=None, user_agent=None, now=None, protocol=None, **data) -> dict:
-    """The column values of one audit row (see record())."""
+    """The column values of one audit row (see record()). ip and user_agent are the caller's to pass: this
+    room does not read the request (the CLI, the expiry job and tests call it without one)."""
     for key in data:
         # a guard against a future caller passing a secret by mistake
         if any(w in key for w in SECRET_WORDS) and not key.endswith(("_type", "_id", "_prefix", "error", "_revoked", "_count")):
             raise ValueError(f"audit data key {key!r} looks like a secret")
-    if has_request_context():
-        ip = ip or request.remote_addr
-        user_agent = user_agent or request.user_agent.string
     return dict(created_at=now or utcnow(), event=event, actor_kind=actor_kind,
                 actor_id=str(actor_id) if actor_id is not None else None,
                 ip=ip, user_agent=printable(user_agent),
@@ -53,3 +55,29 @@ def as_dict(row: AuditEvent) -> dict:
             "user_id": row.user_id, "iss": row.iss, "sub": row.sub,
             "agent_platform": row.agent_platform, "agent_context_id": row.agent_context_id,
             "protocol": row.protocol, "data": json.loads(row.data) if row.data else {}}
+
+
+log = logging.getLogger("authmd.audit")
+UNRECORDED_EVERY = timedelta(minutes=1)
+_UNRECORDED = "authmd.audit_unrecorded"
+_unrecorded_lock = threading.Lock()
+
+
+def unrecorded(event: str, **labels) -> None:
+    """An event not worth a row: what anyone can post by the thousand at no cost (a token that does not
+    parse, one from an issuer nobody trusts here). It is counted per worker and logged at most once per
+    UNRECORDED_EVERY with the counts since the last line, so a flood costs neither a write nor a log line
+    per request. labels are our own words (kind, error code), never text the client sent."""
+    if not has_app_context():
+        return
+    from .util import utcnow
+    key = " ".join([event] + [f"{k}={v}" for k, v in sorted(labels.items())])
+    now = utcnow()
+    with _unrecorded_lock:
+        state = current_app.extensions.setdefault(_UNRECORDED, {"last": None, "counts": Counter()})
+        state["counts"][key] += 1
+        if state["last"] is not None and now - state["last"] < UNRECORDED_EVERY:
+            return
+        counts, state["counts"], state["last"] = state["counts"], Counter(), now
+    log.warning("not written to the audit log (junk: unparseable, or no trusted issuer), %d since the last "
+                "such line: %s", sum(counts.values()), ", ".join(f"{k} ×{n}" for k, n in sorted(counts.items())))

@@ -237,7 +237,8 @@ def cached(kind: str, build):
 
 def _metadata_json(build) -> bytes:
     import json
-    return (json.dumps(build(), separators=(", ", ": ")) + "\n").encode()
+    # jsonify's form, as every agent-facing answer (compact, keys in written order)
+    return (json.dumps(build(), separators=(",", ":")) + "\n").encode()
 
 
 def protected_resource_json() -> bytes:

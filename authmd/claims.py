@@ -10,7 +10,7 @@ from . import audit, credentials, mail, scopes, settings, tx
 from .extensions import db
 from .models import ClaimAttempt, Credential, Registration
 from .secrets import digest, new_id, new_otp, new_token
-from .users import find_or_provision_by_email
+from .users import find_or_provision_by_email, require_resolvable
 from .util import ProtocolError, iso, utcnow
 
 ENDED = ("expired", "revoked")
@@ -106,6 +106,7 @@ def request_claim(claim_token: str, email: str, *, ip=None, user_agent=None) -> 
     now = utcnow()
     reg = registration_by_claim_token(claim_token, lock=True)
     _check_claimable(reg, now)
+    require_resolvable(email)  # "existing users only": refused now, before a mail goes out
     denied = db.session.execute(db.select(ClaimAttempt.id).where(
         ClaimAttempt.registration_id == reg.id, ClaimAttempt.email == email,
         ClaimAttempt.status == "denied")).first()
@@ -150,7 +151,7 @@ def start_attempt(reg: Registration, email: str, *, ip=None, user_agent=None, no
     db.session.add(attempt)
     db.session.flush()
     audit.record("claim.requested", "agent", registration_id=reg.id, claim_attempt_id=attempt.id,
-                 email=email)
+                 email=email, ip=ip, user_agent=user_agent)
     link = current_app.config["ISSUER"] + "/agent/auth/claim/view?token=" + link_token
     subject, text, html = mail.render(
         "claim", link=link, email=email, registration=reg, attempt=attempt,
@@ -240,29 +241,30 @@ def _mint(attempt: ClaimAttempt, *, ip=None, user_agent=None, actor_kind="user",
     return {"type": "otp", "challenge": otp, "expires_at": iso(attempt.otp_expires_at)}
 
 
-def deny(link_token: str, *, actor_kind="user", actor_id=None) -> ClaimAttempt:
+def deny(link_token: str, *, actor_kind="user", actor_id=None, ip=None, user_agent=None) -> ClaimAttempt:
     """"This wasn't me": the attempt is dead and this email can no longer claim the registration."""
     attempt = attempt_by_link_token(link_token)
     if attempt is None:
         raise ProtocolError(400, "invalid_request", "The claim attempt token is not known.")
-    return _deny(attempt, actor_kind=actor_kind, actor_id=actor_id)
+    return _deny(attempt, actor_kind=actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent)
 
 
-def deny_for_attempt(attempt_id: str, email: str, *, actor_id=None) -> ClaimAttempt:
+def deny_for_attempt(attempt_id: str, email: str, *, actor_id=None, ip=None, user_agent=None) -> ClaimAttempt:
     """The portal's "This wasn't me", for a signed-in user whose email the attempt names. Caller commits."""
-    return _deny(attempt_for_email(attempt_id, email), actor_kind="user", actor_id=actor_id)
+    return _deny(attempt_for_email(attempt_id, email), actor_kind="user", actor_id=actor_id, ip=ip,
+                 user_agent=user_agent)
 
 
-def _deny(attempt: ClaimAttempt, *, actor_kind="user", actor_id=None) -> ClaimAttempt:
+def _deny(attempt: ClaimAttempt, *, actor_kind="user", actor_id=None, ip=None, user_agent=None) -> ClaimAttempt:
     if attempt_state(attempt) != "open":
         raise ProtocolError(410, "claim_expired", "This claim link is no longer valid.")
     attempt.status = "denied"
     audit.record("claim.denied", actor_kind, actor_id=actor_id, registration_id=attempt.registration_id,
-                 claim_attempt_id=attempt.id, email=attempt.email)
+                 claim_attempt_id=attempt.id, email=attempt.email, ip=ip, user_agent=user_agent)
     return attempt
 
 
-def complete(claim_token: str, otp: str) -> dict:
+def complete(claim_token: str, otp: str, *, ip=None, user_agent=None) -> dict:
     now = utcnow()
     reg = registration_by_claim_token(claim_token, lock=True)
     expire_if_due(reg, now)
@@ -287,7 +289,7 @@ def complete(claim_token: str, otp: str) -> dict:
     if not reserved:
         raise ProtocolError(401, "otp_invalid", "Too many wrong codes: the user must reveal a fresh code.")
     if not isinstance(otp, str) or not hmac.compare_digest(_otp_digest(otp), attempt.otp_digest):
-        _record_failure(reg, attempt)
+        _record_failure(reg, attempt, ip=ip, user_agent=user_agent)
         raise ProtocolError(401, "otp_invalid", "The code is not correct.")
     db.session.execute(update(ClaimAttempt).where(ClaimAttempt.id == attempt.id)
                        .values(otp_failed_count=ClaimAttempt.otp_failed_count - 1)
@@ -314,15 +316,16 @@ def complete(claim_token: str, otp: str) -> dict:
         cred, secret = credentials.issue(reg, reg.requested_credential_type, post, user_id=user.id, now=now)
         db.session.flush()
         audit.record("credential.issued", "agent", registration_id=reg.id, user_id=user.id,
-                     credential_id=cred.id, credential_prefix=cred.prefix, credential_type=cred.type, scopes=post)
+                     credential_id=cred.id, credential_prefix=cred.prefix, credential_type=cred.type, scopes=post,
+                     ip=ip, user_agent=user_agent)
         answer.update({"credential_type": cred.type, "credential": secret,
                        "credential_expires": iso(cred.expires_at), "scopes": post})
     audit.record("claim.confirmed", "agent", registration_id=reg.id, user_id=user.id,
-                 claimed_by_user_id=user.id, claim_attempt_id=attempt.id, scopes=post)
+                 claimed_by_user_id=user.id, claim_attempt_id=attempt.id, scopes=post, ip=ip, user_agent=user_agent)
     return answer
 
 
-def _record_failure(reg: Registration, attempt: ClaimAttempt) -> None:
+def _record_failure(reg: Registration, attempt: ClaimAttempt, *, ip=None, user_agent=None) -> None:
     """Count a wrong code (the attempt's try is already reserved). The transaction then holds exactly the
     count, under the registration's lock: the error handler commits it (tx.commit_on_error), so that
     concurrent guesses cannot overshoot the limits."""
@@ -331,7 +334,8 @@ def _record_failure(reg: Registration, attempt: ClaimAttempt) -> None:
                        .execution_options(synchronize_session=False))
     db.session.refresh(reg)
     audit.record("otp.failed", "agent", registration_id=reg.id, claim_attempt_id=attempt.id,
-                 failures=reg.failed_otp_count)
+                 failures=reg.failed_otp_count, ip=ip, user_agent=user_agent)
     if reg.failed_otp_count == int(settings.get("otp_max_failures_per_registration")):
-        audit.record("claim.locked", "system", registration_id=reg.id, failures=reg.failed_otp_count)
+        audit.record("claim.locked", "system", registration_id=reg.id, failures=reg.failed_otp_count, ip=ip,
+                     user_agent=user_agent)
     tx.commit_on_error()

@@ -8,6 +8,8 @@ from .extensions import db
 from .models import OutboxMail, Scope
 from .util import utcnow
 
+_INIT_DB_SEEDS = "authmd.init_db_seeds"
+
 
 def init_db() -> None:
     """Upgrade the schema to the newest migration and seed what a fresh install needs."""
@@ -16,14 +18,15 @@ def init_db() -> None:
     scope_mod.seed()
     from . import keys
     keys.ensure()  # the first signing key, made here so that workers starting together never race for it
-    if current_app.config.get("DEV_PROVIDER"):
-        try:
-            from .devprovider import ensure_trusted
-        except ImportError:
-            pass
-        else:
-            ensure_trusted()  # creates its key and trusts <ISSUER>/dev-provider
+    for seed in current_app.extensions.get(_INIT_DB_SEEDS, ()):
+        seed()
     db.session.commit()
+
+
+def on_init_db(app, seed) -> None:
+    """seed() runs in every init-db after the default scopes, before its one commit: an optional room
+    (the development provider) seeds what it needs without this module knowing it."""
+    app.extensions.setdefault(_INIT_DB_SEEDS, []).append(seed)
 
 
 def register(app):
@@ -121,7 +124,8 @@ def register(app):
 
     app.cli.add_command(outbox)
 
-    from . import keys_cli, ops_cli, trust_cli
+    from . import keys_cli, ops_cli
+    from .trust import cli as trust_cli
     from .console import cli as console_cli
     from .devprovider import cli as devprovider_cli
     for module in (trust_cli, console_cli, devprovider_cli, ops_cli, keys_cli):

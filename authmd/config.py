@@ -31,13 +31,15 @@ class Defaults:
     # JWT checks
     CLOCK_SKEW = 60
     ID_JAG_MAX_LIFETIME = 3600
-    JWKS_TIMEOUT = 3
+    JWKS_TIMEOUT = 3  # seconds for one step of a JWKS fetch (connect, TLS handshake, one read)
+    JWKS_DEADLINE = 5  # seconds for the whole fetch, however the issuer spreads its bytes
     JWKS_MAX_BYTES = 64 * 1024
     DEV_PROVIDER = False
     LOG_FORMAT = "text"
     # seconds another worker may serve discovery and /auth.md built before a config change (0: no cache)
     DISCOVERY_CACHE_SECONDS = 1
     SESSION_IDLE_MINUTES = 30
+    SESSION_MAX_HOURS = 12  # a console or portal session ends this long after sign-in, however busy
     SQLALCHEMY_TRACK_MODIFICATIONS = False
 
 

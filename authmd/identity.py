@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 
-from . import (assertions, audit, idjag, latest_claims, scopes, settings, stepup, tokens, trust, users)
+from . import assertions, audit, idjag, latest_claims, scopes, settings, stepup, tokens, users
+from .trust import verify as trust
 from .extensions import db
 from .models import Registration, User
 from .secrets import digest, new_id, new_token
@@ -96,7 +97,7 @@ def register_id_jag(assertion, *, ip=None, user_agent=None) -> dict:
         return _register_id_jag(assertion, ip=ip, user_agent=user_agent)
     except ProtocolError as exc:
         if exc.code != "interaction_required":  # not a rejection: the token was good and is spent
-            trust.record_rejection(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
+            idjag.rejected(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
         raise
 
 

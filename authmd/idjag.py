@@ -4,11 +4,12 @@ from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import audit, credentials, scopes, settings, trust, users
+from . import audit, credentials, scopes, settings, users
 from .extensions import db
 from .models import Credential, Delegation, RefreshToken, Registration, TrustedIssuer
 from .secrets import new_id
-from .rawsql import Prepared
+from .rawsql import Prepared, on_conflict_do_nothing
+from .trust import verify as trust
 from .users import normalize_email, normalize_phone
 from .util import ProtocolError, iso, printable, utcnow
 
@@ -77,8 +78,23 @@ def register(assertion, requested_credential_type, *, ip=None, user_agent=None) 
         return _register(assertion, requested_credential_type, ip=ip, user_agent=user_agent)
     except ProtocolError as exc:
         if exc.code != "interaction_required":  # not a rejection: the token was good and is spent
-            trust.record_rejection(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
+            rejected(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
         raise
+
+
+def rejected(exc: ProtocolError, token, kind: str, *, ip, user_agent) -> None:
+    """assertion.rejected, one row, for a token that names an issuer on the trust list (enabled or not),
+    whatever later check it failed. Junk anyone can post by the thousand (a token that does not parse, or
+    names no issuer known here) gets no row, which would cost a write (SQLite's one writer) per request:
+    it is counted in the log instead (audit.unrecorded). The same rule for ID-JAGs and logout tokens."""
+    try:
+        parsed = trust.parse(token)
+    except ProtocolError:
+        parsed = None
+    if _issuer_named(parsed) is None:
+        audit.unrecorded("assertion.rejected", kind=kind, error=exc.code)
+        return
+    trust.record_rejection(exc, token, kind, ip=ip, user_agent=user_agent)
 
 
 _issuers = TrustedIssuer.__table__
@@ -101,7 +117,7 @@ _DELEGATION_WHERE = (_delegations.c.iss == db.bindparam("iss"), _delegations.c.s
                      _delegations.c.aud == db.bindparam("aud"))
 _DELEGATION = Prepared(db.select(*_DELEGATION_COLUMNS).select_from(_DELEGATION_FROM).where(*_DELEGATION_WHERE))
 # The writes (an UPDATE sets the columns its parameters name; "delegation_id" / "registration_id" pick the row)
-_INSERT_DELEGATION = Prepared(lambda dialect: trust.on_conflict_do_nothing(dialect, _delegations, _delegations.c.id))
+_INSERT_DELEGATION = Prepared(lambda dialect: on_conflict_do_nothing(dialect, _delegations, _delegations.c.id))
 _UPDATE_DELEGATION = Prepared(_delegations.update().where(_delegations.c.id == db.bindparam("delegation_id")))
 _INSERT_REGISTRATION = Prepared(_registrations.insert())
 _UPDATE_REGISTRATION = Prepared(_registrations.update()
@@ -193,7 +209,7 @@ def check(assertion, wanted=None) -> Checked:
     *found, prior_user, email_user, email_verified = _LOOKUP.first({"iss": iss, "sub": sub, "aud": aud,
                                                                      "email": email})
     plan = users.plan_for_delegation(prior_user, None if email_user is None else (email_user, email_verified),
-                                     email=email, phone=phone, existing_only=bool(cfg["existing_users_only"]))
+                                     email=email, phone=phone)
     return Checked(conn=conn, cfg=cfg, claims=claims, issuer=row, keep_until=verified.jti_keep_until, iss=iss,
                    sub=sub, aud=aud, platform=platform, context=context, email=email, phone=phone,
                    found=found if found[0] is not None else None, prior_user=prior_user, plan=plan,
@@ -293,7 +309,7 @@ def revoke(token, *, kind: str = "logout", ip=None, user_agent=None) -> dict:
     try:
         return _revoke(token, kind=kind, ip=ip, user_agent=user_agent)
     except ProtocolError as exc:
-        trust.record_rejection(exc, token, kind, ip=ip, user_agent=user_agent)
+        rejected(exc, token, kind, ip=ip, user_agent=user_agent)
         raise
 
 

@@ -26,6 +26,9 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[Optional[str]] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime)
     source: Mapped[str] = mapped_column(String(40), default="jit")
+    # copied into a console session at sign-in; bumping it (users.end_sessions) ends every session
+    # opened before, so a copied cookie dies with sign-out, a new password, demotion or disabling
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     def public(self) -> dict:
         return {"id": self.id, "email": self.email, "email_verified": bool(self.email_verified),
@@ -254,8 +257,12 @@ class LoginLink(db.Model):
 
 
 class LoginFailure(db.Model):
-    """Failed console sign-ins, for the per-account throttle."""
+    """Failed console sign-ins, for the throttle per (IP, account): a stranger's failures never lock out
+    the owner signing in from elsewhere."""
     __tablename__ = "login_failures"
+    # the throttle counts one (email, ip) pair's recent rows; created_at alone serves the purge of old rows
+    __table_args__ = (Index("ix_login_failures_email_ip_created", "email", "ip", "created_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    ip: Mapped[Optional[str]] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)

@@ -3,17 +3,27 @@
 Counters live in AUTHMD_RATELIMIT_STORAGE_URI: `memory://` (the default) counts per worker process, so with
 N workers a client gets up to N times the limit; `redis://host:port/db` shares the counters between workers
 and nodes. When the store is down the limits fail open (the request goes through) and a line is logged.
+Nothing else fails open: the key and exempt functions read the body through protocol.body (parsed once,
+never raising), and any other error inside a limit check refuses the request (500) instead of skipping it.
+
+Views declare limits with `extensions.limiter.limit(...)` / `.shared_limit(...)` (Flask-Limiter's own
+signatures); init_app builds this app's Limiter and applies them, so several apps in one process (the
+tests, a CLI next to a server) never share a limiter's storage or settings.
 """
+import functools
 import hashlib
 import logging
 import math
 import time
 
-from flask import current_app, request
+from flask import current_app, has_request_context, request
+from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
-from werkzeug.exceptions import HTTPException
+from limits import parse_many
+from limits.errors import StorageError
 
-from .extensions import client_ip, limiter
+from .extensions import client_ip, limiter as declarations
+from .protocol.body import peek
 
 log = logging.getLogger("authmd.ratelimit")
 
@@ -30,7 +40,12 @@ DEFAULTS = {
     "RATELIMIT_CHALLENGE_PER_REGISTRATION": "20/hour",
     "RATELIMIT_COMPLETE_PER_IP": "120/hour",
     "RATELIMIT_COMPLETE_PER_REGISTRATION": "30/hour",
+    # refused logout tokens only (see refused()): a provider revoking many users from one address is
+    # never slowed down, while junk posted to an unauthenticated endpoint is
+    "RATELIMIT_REVOKE_PER_IP": "120/hour",
 }
+_APP_KEY = "authmd.limiter"
+_CHECK_FAILED = "authmd.limit_check_failed"
 
 
 def limit_value(key: str):
@@ -38,19 +53,8 @@ def limit_value(key: str):
     return lambda: current_app.config.get(key) or DEFAULTS[key]
 
 
-def body() -> dict:
-    """The JSON body when it is a JSON object, else {} (the view itself answers the bad body)."""
-    if request.mimetype != "application/json":
-        return {}
-    try:
-        data = request.get_json(silent=True)
-    except HTTPException:  # e.g. 413: the view answers it
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def registration_kind() -> str | None:
-    kind = body().get("type")
+    kind = peek().get("type")
     return kind if kind in ("anonymous", "identity_assertion") else None
 
 
@@ -61,58 +65,83 @@ def _hashed(value) -> str | None:
     return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-def field_key(name: str, *, lower: bool = False):
-    """Key function: a digest of one body field (claim_token, claim_attempt_token, email)."""
-    def key():
-        value = body().get(name)
-        if lower and isinstance(value, str):
-            value = value.strip().lower()
-        return _hashed(value) or "-"
-    return key
+def field_key(name: str):
+    """Key function: a digest of one body field (claim_token, claim_attempt_token)."""
+    return lambda: _hashed(peek().get(name)) or "-"
 
 
 def lacks_field(name: str):
-    return lambda: _hashed(body().get(name)) is None
+    return lambda: _hashed(peek().get(name)) is None
+
+
+_MAIL = "authmd.claim_mail_email"
 
 
 def claim_mail_email() -> str | None:
-    """The address a claim email would go to, for the per-address limit."""
-    data = body()
+    """The address a claim email would go to, in the one normalised form the mail is sent to
+    (users.normalize_email), so no spelling of an address (case, full-width letters, an IDN domain in
+    punycode) counts apart from another; None when the body names none or one that does not normalise
+    (the view refuses that body anyway). Worked out once per request."""
+    env = request.environ
+    if _MAIL not in env:
+        env[_MAIL] = _claim_mail_email()
+    return env[_MAIL]
+
+
+def _claim_mail_email() -> str | None:
+    from .users import normalize_email  # users pulls in the domain; the limiter is built before it is needed
+    from .util import ProtocolError
+    data = peek()
     if request.path == "/agent/auth":
         if data.get("type") != "identity_assertion" or data.get("assertion_type") != "verified_email":
             return None
         value = data.get("assertion")
     else:
         value = data.get("email")
-    return value.strip().lower() if isinstance(value, str) else None
+    try:
+        return normalize_email(value)
+    except ProtocolError:
+        return None
 
 
 def claim_mail_key() -> str:
     return _hashed(claim_mail_email()) or "-"
 
 
+def refused(response) -> bool:
+    """deduct_when: count a request against the limit only when it was refused."""
+    return response.status_code >= 400
+
+
 # one counter per address across every endpoint that sends a claim email
-claim_mail_limit = limiter.shared_limit(limit_value("RATELIMIT_CLAIM_MAIL_PER_EMAIL"), scope="claim-mail-email",
-                                        key_func=claim_mail_key, exempt_when=lambda: claim_mail_email() is None)
+claim_mail_limit = declarations.shared_limit(limit_value("RATELIMIT_CLAIM_MAIL_PER_EMAIL"), scope="claim-mail-email",
+                                             key_func=claim_mail_key, exempt_when=lambda: claim_mail_email() is None)
 
 
 def init_app(app) -> None:
-    """Bind the shared limiter to this app; its state is per process, so re-read every setting here."""
+    """Build this app's Limiter and apply the limits its views declared. Call it after every blueprint is
+    registered (it reads app.view_functions)."""
     cfg = app.config
     for key, value in DEFAULTS.items():
         cfg.setdefault(key, value)
+    for key in DEFAULTS:
+        try:  # a typo in a limit would otherwise switch that limit off quietly, request after request
+            parse_many(str(cfg[key]))
+        except ValueError:
+            raise ValueError(f"{key}={cfg[key]!r} is not a rate limit like '5/hour' or '5 per hour; 50 per day'") from None
+    options = dict(cfg.get("RATELIMIT_STORAGE_OPTIONS") or {})
     if str(cfg.get("RATELIMIT_STORAGE_URI", "")).startswith(("redis://", "rediss://")):
         # a store that hangs must not hang every request: give up fast and fail open
-        cfg.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 0.5, "socket_timeout": 0.5})
-    # flask-limiter keeps storage and flags on the (module level) extension object and only fills
-    # unset ones from config; forget the previous app's, so the newest app's config is what counts.
-    limiter._storage_uri = None
-    limiter._swallow_errors = None
-    limiter._storage_dead = False
-    limiter.enabled = True
+        options.setdefault("socket_connect_timeout", 0.5)
+        options.setdefault("socket_timeout", 0.5)
+    options["wrap_exceptions"] = True  # a store failure arrives as limits' StorageError: the only kind that fails open
+    cfg["RATELIMIT_STORAGE_OPTIONS"] = options
+    limiter = Limiter(key_func=client_ip)
     limiter.init_app(app)
+    app.extensions[_APP_KEY] = limiter
     if not limiter.enabled:
         return
+    _apply_declarations(app, limiter)
     _log_store_failures()
 
     @app.errorhandler(RateLimitExceeded)
@@ -124,8 +153,66 @@ def init_app(app) -> None:
                           {"Retry-After": str(retry_after())})
 
 
+def _apply_declarations(app, limiter: Limiter) -> None:
+    built = {}  # id(declaration) -> its RouteLimit in this app: a shared limit is one object on every view
+    for endpoint, view in list(app.view_functions.items()):
+        found = getattr(view, declarations.ATTR, None)
+        if not found:
+            continue
+        wrapped = _refuse_if_check_failed(view)
+        for declaration in found:
+            route_limit = built.get(id(declaration))
+            if route_limit is None:
+                route_limit = built[id(declaration)] = _build(limiter, declaration)
+            wrapped = route_limit(wrapped)
+        app.view_functions[endpoint] = wrapped
+
+
+def _build(limiter: Limiter, declaration):
+    shared, value, kwargs = declaration
+    kwargs = dict(kwargs)
+    if "key_func" in kwargs:
+        kwargs["key_func"] = _never_raises(kwargs["key_func"], "-")
+    if "exempt_when" in kwargs:
+        kwargs["exempt_when"] = _never_raises(kwargs["exempt_when"], False)
+    if shared:
+        return limiter.shared_limit(value, kwargs.pop("scope"), **kwargs)
+    return limiter.limit(value, **kwargs)
+
+
+def _never_raises(fn, fallback):
+    """A key or exempt function that cannot raise: Flask-Limiter would skip every limit of the route. On a
+    bug the limit still applies (one shared bucket, not exempt) and the log says so."""
+    @functools.wraps(fn)
+    def safe():
+        try:
+            return fn()
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("rate-limit key or exempt function failed on %s: limiting with a shared key",
+                          request.path)
+            return fallback
+    return safe
+
+
+def _refuse_if_check_failed(view):
+    """Innermost wrapper: Flask-Limiter swallows any error of a check (RATELIMIT_SWALLOW_ERRORS, for a store
+    that is down); when the error was not the store's (_FailOpenFilter marks the request), the request is
+    refused rather than served unlimited."""
+    @functools.wraps(view)
+    def guarded(*args, **kwargs):
+        if request.environ.get(_CHECK_FAILED):
+            raise RuntimeError("a rate-limit check failed for a reason other than its store: refusing the request")
+        return view(*args, **kwargs)
+    return guarded
+
+
+def app_limiter(app=None) -> Limiter | None:
+    return (app or current_app).extensions.get(_APP_KEY)
+
+
 def retry_after() -> int:
-    current = limiter.current_limit
+    limiter = app_limiter()
+    current = limiter.current_limit if limiter is not None else None
     if current is None:
         return 60
     try:
@@ -135,15 +222,23 @@ def retry_after() -> int:
 
 
 class _FailOpenFilter(logging.Filter):
-    """flask-limiter logs a traceback per request when its store is down; say it once, plainly."""
+    """flask-limiter logs a traceback per request when a check raises and it swallows the error. A store
+    that is down is said once a request, plainly (failing open); anything else is a bug: it is logged with
+    its traceback and the request is marked, so _refuse_if_check_failed refuses it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "Swallowing error" in record.getMessage():
-            exc = record.exc_info[1] if record.exc_info else None
+        if "Swallowing error" not in record.getMessage():
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (StorageError, ConnectionError, TimeoutError)):
             log.warning("rate-limit store unreachable (%s): failing open, request not limited",
-                        type(exc).__name__ if exc else "error")
+                        type(exc.storage_error if isinstance(exc, StorageError) else exc).__name__)
             return False
-        return True
+        if has_request_context():
+            request.environ[_CHECK_FAILED] = True
+        log.error("rate-limit check failed (%s), not a store error: refusing the request",
+                  type(exc).__name__ if exc else "error", exc_info=record.exc_info)
+        return False
 
 
 def _log_store_failures() -> None:
@@ -153,4 +248,4 @@ def _log_store_failures() -> None:
 
 
 __all__ = ["client_ip", "limit_value", "field_key", "lacks_field", "registration_kind", "claim_mail_email",
-           "init_app", "DEFAULTS"]
+           "refused", "init_app", "app_limiter", "DEFAULTS"]

@@ -113,3 +113,29 @@ class Prepared:
         """The statement once per row (executemany); every row has the same parameter names."""
         if rows:
             self._run(rows, None, many=True, connection=connection)
+
+
+_ON_CONFLICT: dict = {}
+
+
+def on_conflict_do_nothing(dialect: str, table, *returning):
+    """INSERT … ON CONFLICT DO NOTHING [RETURNING returning] for a dialect (PostgreSQL and SQLite ≥ 3.24
+    both have it): the unique constraint decides a race without a SAVEPOINT; RETURNING says who won.
+    Built once per dialect: building it (and its cache key) anew cost as much as running it."""
+    key = (dialect, table, returning)
+    stmt = _ON_CONFLICT.get(key)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table).on_conflict_do_nothing()
+        if returning:
+            stmt = stmt.returning(*returning)
+        _ON_CONFLICT[key] = stmt
+    return stmt
+
+
+def insert_on_conflict_do_nothing(table, *returning):
+    """on_conflict_do_nothing() for this session's dialect."""
+    return on_conflict_do_nothing(db.session.get_bind().dialect.name, table, *returning)

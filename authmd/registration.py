@@ -1,7 +1,7 @@
 """Registration room: anonymous and email-required registrations (ID-JAG lives in trust/idjag)."""
 from datetime import timedelta
 
-from . import audit, credentials, scopes, settings
+from . import audit, credentials, scopes, settings, users
 from .extensions import db
 from .models import Credential, Registration
 from .rawsql import Prepared
@@ -70,12 +70,13 @@ def register_verified_email(email: str, requested_credential_type, *, ip=None, u
     if requested_credential_type not in CREDENTIAL_TYPES["verified_email"]:
         raise ProtocolError(400, "unsupported_credential_type",
                             "requested_credential_type must be \"api_key\" or \"access_token\".")
+    users.require_resolvable(email)  # "existing users only": refused before a registration or a mail
     now = utcnow()
     reg, claim_token = _new_registration("email-verification", ip=ip, user_agent=user_agent, email=email,
                                          requested_credential_type=requested_credential_type, now=now)
     db.session.flush()
     audit.record("registration.created", "agent", registration_id=reg.id,
-                 registration_type="email-verification", email=email)
+                 registration_type="email-verification", email=email, ip=ip, user_agent=user_agent)
     claims.start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)  # sends the mail or raises 503
     return {"registration_id": reg.id, "registration_type": "email-verification",
             "claim_url": claim_url(), "claim_token": claim_token,

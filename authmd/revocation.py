@@ -24,7 +24,8 @@ def _count_registrations(*conditions) -> int:
         Registration.status.in_(LIVE_REGISTRATION), *conditions)).scalar() or 0
 
 
-def _end_registrations(condition, now, actor_kind, actor_id, reason, **extra) -> list[str]:
+def _end_registrations(condition, now, actor_kind, actor_id, reason, *, ip=None, user_agent=None,
+                       **extra) -> list[str]:
     """Mark the live registrations matching `condition` revoked; one audit row each."""
     ids = [r for (r,) in db.session.execute(db.select(Registration.id).where(
         Registration.status.in_(LIVE_REGISTRATION), condition))]
@@ -40,7 +41,7 @@ def _end_registrations(condition, now, actor_kind, actor_id, reason, **extra) ->
                            .values(status="superseded").execution_options(synchronize_session=False))
     for reg_id in ids:
         audit.record("registration.revoked", actor_kind, actor_id=actor_id, registration_id=reg_id,
-                     reason=reason, **extra)
+                     reason=reason, ip=ip, user_agent=user_agent, **extra)
     return ids
 
 
@@ -49,13 +50,14 @@ def count_credential(credential_id: int) -> int:
     return _count(Credential.id == credential_id)
 
 
-def revoke_credential(credential_id: int, *, actor_kind="admin", actor_id=None) -> int:
+def revoke_credential(credential_id: int, *, actor_kind="admin", actor_id=None, ip=None, user_agent=None) -> int:
     cred = db.session.get(Credential, credential_id)
     if cred is None:
         return 0
     n = credentials.revoke_where(Credential.id == credential_id)
     if n:
-        audit.record("credential.revoked", actor_kind, actor_id=actor_id, registration_id=cred.registration_id,
+        audit.record("credential.revoked", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent,
+                     registration_id=cred.registration_id,
                      user_id=cred.user_id, credential_id=cred.id, credential_prefix=cred.prefix)
     return n
 
@@ -65,16 +67,18 @@ def count_registration(registration_id: str) -> int:
     return _count(Credential.registration_id == registration_id)
 
 
-def revoke_registration(registration_id: str, *, actor_kind="admin", actor_id=None) -> int:
+def revoke_registration(registration_id: str, *, actor_kind="admin", actor_id=None, ip=None,
+                        user_agent=None) -> int:
     reg = db.session.get(Registration, registration_id)
     if reg is None:
         return 0
     now = utcnow()
     n = credentials.revoke_where(Credential.registration_id == registration_id, now=now)
     ended = _end_registrations(Registration.id == registration_id, now, actor_kind, actor_id,
-                               "registration", user_id=reg.user_id, revoked_count=n)
+                               "registration", ip=ip, user_agent=user_agent, user_id=reg.user_id, revoked_count=n)
     if not ended and n:
-        audit.record("credential.revoked", actor_kind, actor_id=actor_id, registration_id=registration_id,
+        audit.record("credential.revoked", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent,
+                     registration_id=registration_id,
                      revoked_count=n)
     db.session.expire(reg)
     return n
@@ -85,7 +89,7 @@ def count_delegation(delegation_id: int) -> int:
     return _count(Credential.delegation_id == delegation_id)
 
 
-def revoke_delegation(delegation_id: int, *, actor_kind="admin", actor_id=None) -> int:
+def revoke_delegation(delegation_id: int, *, actor_kind="admin", actor_id=None, ip=None, user_agent=None) -> int:
     dele = db.session.get(Delegation, delegation_id)
     if dele is None:
         return 0
@@ -96,10 +100,11 @@ def revoke_delegation(delegation_id: int, *, actor_kind="admin", actor_id=None) 
     cond = Registration.delegation_id == delegation_id
     if dele.registration_id:
         cond = or_(cond, Registration.id == dele.registration_id)
-    ended = _end_registrations(cond, now, actor_kind, actor_id, "delegation", iss=dele.iss, sub=dele.sub,
-                               delegation_id=dele.id)
+    ended = _end_registrations(cond, now, actor_kind, actor_id, "delegation", ip=ip, user_agent=user_agent,
+                               iss=dele.iss, sub=dele.sub, delegation_id=dele.id)
     if not ended:
-        audit.record("credential.revoked", actor_kind, actor_id=actor_id, iss=dele.iss, sub=dele.sub,
+        audit.record("credential.revoked", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent,
+                     iss=dele.iss, sub=dele.sub,
                      delegation_id=dele.id, revoked_count=n)
     return n
 
@@ -114,11 +119,13 @@ def count_user(user_id: int) -> int:
     return _count(_user_condition(user_id))
 
 
-def revoke_user(user_id: int, *, actor_kind="admin", actor_id=None) -> int:
+def revoke_user(user_id: int, *, actor_kind="admin", actor_id=None, ip=None, user_agent=None) -> int:
     now = utcnow()
     n = credentials.revoke_where(_user_condition(user_id), now=now)
-    _end_registrations(Registration.user_id == user_id, now, actor_kind, actor_id, "user", user_id=user_id)
-    audit.record("credential.revoked", actor_kind, actor_id=actor_id, user_id=user_id, scope_of="user",
+    _end_registrations(Registration.user_id == user_id, now, actor_kind, actor_id, "user", ip=ip,
+                       user_agent=user_agent, user_id=user_id)
+    audit.record("credential.revoked", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent,
+                     user_id=user_id, scope_of="user",
                  revoked_count=n)
     return n
 
@@ -140,15 +147,16 @@ def count_issuer(iss: str) -> int:
     return db.session.execute(db.select(db.func.count()).select_from(ids)).scalar() or 0
 
 
-def revoke_issuer(iss: str, *, actor_kind="admin", actor_id=None) -> int:
+def revoke_issuer(iss: str, *, actor_kind="admin", actor_id=None, ip=None, user_agent=None) -> int:
     now = utcnow()
     n = credentials.revoke_where(_issuer_condition(iss), now=now)
     db.session.execute(update(Delegation).where(Delegation.iss == iss, Delegation.revoked_at.is_(None))
                        .values(revoked_at=now).execution_options(synchronize_session=False))
     _end_registrations(or_(Registration.iss == iss,
                            Registration.delegation_id.in_(db.select(Delegation.id).where(Delegation.iss == iss))),
-                       now, actor_kind, actor_id, "issuer", iss=iss)
-    audit.record("credential.revoked", actor_kind, actor_id=actor_id, iss=iss, scope_of="issuer",
+                       now, actor_kind, actor_id, "issuer", ip=ip, user_agent=user_agent, iss=iss)
+    audit.record("credential.revoked", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent,
+                     iss=iss, scope_of="issuer",
                  revoked_count=n)
     return n
 

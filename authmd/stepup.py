@@ -11,9 +11,11 @@ the person presses Authorize, and the agent's next fresh ID-JAG is a clean match
 """
 from datetime import timedelta
 
-from . import audit, latest_claims, settings, trust, tx
+from . import audit, latest_claims, settings, tx
+from .trust import verify as trust
 from .extensions import db
 from .models import Delegation, Registration, User
+from .rawsql import insert_on_conflict_do_nothing
 from .secrets import digest, new_id, new_token
 from .util import ProtocolError, iso, utcnow
 
@@ -58,7 +60,7 @@ def _unbound_delegation(checked, now) -> int:
     """The (iss, sub, aud) delegation, created without a user when there is none (a concurrent twin's wins)."""
     if checked.found is not None:
         return checked.found[0]
-    stmt = trust.insert_on_conflict_do_nothing(Delegation.__table__, Delegation.__table__.c.id)
+    stmt = insert_on_conflict_do_nothing(Delegation.__table__, Delegation.__table__.c.id)
     row = db.session.execute(stmt, dict(iss=checked.iss, sub=checked.sub, aud=checked.aud, user_id=None,
                                         agent_platform=checked.platform, agent_context_id=checked.context,
                                         first_seen=now, last_seen=now)).first()

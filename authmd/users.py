@@ -1,11 +1,12 @@
 """Users room: who a registration belongs to (verified email, or a user provisioned just in time)."""
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
+from . import settings
 from .extensions import db
 from .models import Delegation, User
-from .rawsql import Prepared
-from .trust import on_conflict_do_nothing
+from .rawsql import Prepared, on_conflict_do_nothing
 from .util import ProtocolError, utcnow
 
 
@@ -20,14 +21,62 @@ def normalize_email(value) -> str:
     return info.normalized.lower()
 
 
+def email_lookup(value) -> str:
+    """What someone typed to find an address (a console filter or search box) in the form addresses are
+    stored and compared in: normalize_email's when it is a whole address, so every spelling of it finds
+    it; else the text stripped and lower-cased (a prefix, a partial address)."""
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        return normalize_email(text)
+    except ProtocolError:
+        return text.lower()
+
+
 def by_email(email: str):
+    """The user with this address, given in normalize_email's form (every caller normalises at its edge)."""
     return db.session.execute(db.select(User).where(User.email == email)).scalar()
 
 
+def end_sessions(user: User) -> None:
+    """End every console and portal session this user holds, on every device (a copied cookie too): the
+    generation a session carries no longer matches. For sign-out, a new password, demotion, disabling.
+    An UPDATE of the column by itself, so two admins acting at once both count. Caller commits."""
+    db.session.execute(update(User).where(User.id == user.id)
+                       .values(session_generation=User.session_generation + 1)
+                       .execution_options(synchronize_session=False))
+    db.session.expire(user, ["session_generation"])
+
+
+# --- "existing users only": the one home of the rule. Every path that could create a user comes here:
+# find_or_provision_by_email (a claim completed, a portal sign-in) and plan_for_delegation (ID-JAG).
+NOT_PROVISIONED = ("Only existing users of this service may register agents, and this address is not one: "
+                   "ask an administrator of the service to add it, or use the address of an existing account.")
+
+
+def may_provision() -> bool:
+    """Whether a user may be created just in time (the setting existing_users_only is off)."""
+    return not settings.get("existing_users_only")
+
+
+def _refuse_new_user() -> None:
+    if not may_provision():
+        raise ProtocolError(400, "user_not_provisioned", NOT_PROVISIONED)
+
+
+def require_resolvable(email: str) -> None:
+    """400 user_not_provisioned now when email names no user and none may be created. The email-required
+    registration and the anonymous claim call it before anything is written or mailed, so nobody gets
+    a claim mail whose ceremony could only fail at the last step."""
+    if not may_provision() and by_email(email) is None:
+        _refuse_new_user()
+
+
 def find_or_provision_by_email(email: str, source: str = "claim") -> User:
-    """The user with this (now verified) email, or a new one. Safe against a concurrent twin."""
+    """The user with this (now verified) email, or a new one (400 user_not_provisioned when only existing
+    users are admitted). Safe against a concurrent twin."""
     user = by_email(email)
     if user is None:
+        _refuse_new_user()
         try:
             with db.session.begin_nested():
                 user = User(email=email, email_verified=True, created_at=utcnow(), source=source)
@@ -63,7 +112,7 @@ _BY_PHONE = Prepared(db.select(_users.c.id, _users.c.phone_verified).where(_user
                     .order_by(_users.c.id).limit(1))
 
 
-def plan_for_delegation(prior_user_id, email_user, *, email=None, phone=None, existing_only=False) -> tuple:
+def plan_for_delegation(prior_user_id, email_user, *, email=None, phone=None) -> tuple:
     """Who an ID-JAG speaks for, in the spec's order, decided without a write: a prior delegation with the
     same (iss, sub) (prior_user_id, read through PRIOR_USER); else the user with this verified email
     (email_user: its (id, email_verified) read through EMAIL_USER, or None); else the user with this
@@ -84,9 +133,7 @@ def plan_for_delegation(prior_user_id, email_user, *, email=None, phone=None, ex
         if row is not None:
             user_id, verified = row
             return ("use" if verified else "verify_phone"), user_id
-    if existing_only:
-        raise ProtocolError(400, "user_not_provisioned",
-                            "Only existing users of this service may register agents; ask an administrator.")
+    _refuse_new_user()
     return ("provision_email" if email else "provision_phone"), None
 
 

@@ -160,3 +160,39 @@ def test_no_secret_in_any_other_table(app, agent, person, smtp):
                 if table.name != "audit_events":
                     assert code not in text or table.name == "outbox"
     assert count_rows(app)["outbox"] == 0  # SMTP was configured: nothing held
+
+
+def test_the_audit_room_reads_no_request(app):
+    """ip and user_agent come from the caller only: inside a request, a row built without them has none
+    (the view passes them; the CLI and the expiry job have none to pass)."""
+    with app.test_request_context("/x", environ_base={"REMOTE_ADDR": "10.1.1.1", "HTTP_USER_AGENT": "Sneaky/1"}):
+        row = audit.values("scope.added", "admin", scope="x")
+        assert row["ip"] is None and row["user_agent"] is None
+        row = audit.values("scope.added", "admin", scope="x", ip="10.2.2.2", user_agent="Agent\n/1")
+        assert row["ip"] == "10.2.2.2" and row["user_agent"] == "Agent/1"
+    assert not hasattr(audit, "request")
+
+
+CONSOLE_ORIGIN = {"REMOTE_ADDR": "10.3.3.3", "HTTP_USER_AGENT": "AdminBrowser/2"}
+
+
+def test_console_actions_record_who_sent_them(app, admin_client):
+    """The console's rows carry the request's address and User-Agent, passed by the view (the claim page's
+    and the agent endpoints' rows: test_every_flow_event_carries_actor_ip_agent_and_ids)."""
+    from tests.fixtures.console import csrf_token
+    agent = app.test_client()
+    regs = [agent.post("/agent/auth", json={"type": "anonymous", "requested_credential_type": "api_key"}).get_json()]
+    html = admin_client.get(f"/console/revoke?kind=registration&target={regs[0]['registration_id']}").get_data(
+        as_text=True)
+    r = admin_client.post("/console/revoke", data={"csrf_token": csrf_token(html), "kind": "registration",
+                                                   "target": regs[0]["registration_id"]}, environ_base=CONSOLE_ORIGIN)
+    assert r.status_code == 302
+    html = admin_client.get("/console/scopes").get_data(as_text=True)
+    admin_client.post("/console/scopes", data={"csrf_token": csrf_token(html), "name": "files.read",
+                                               "description": "Read files"}, environ_base=CONSOLE_ORIGIN)
+    events = by_event(audit_rows(app))
+    revoked = [e for e in events["registration.revoked"] if e["registration_id"] == regs[0]["registration_id"]]
+    assert revoked and all(e["ip"] == "10.3.3.3" and e["user_agent"] == "AdminBrowser/2" for e in revoked)
+    assert [(e["ip"], e["user_agent"]) for e in events["scope.added"]] == [("10.3.3.3", "AdminBrowser/2")]
+    login = events["admin.login"][-1]
+    assert login["ip"] == "127.0.0.1"  # the test client's default address, passed by the sign-in view

@@ -105,15 +105,35 @@ def test_unsupported_credential_type(app, client, before, body):
     check(app, before, client.post("/agent/auth", json=body), 400, "unsupported_credential_type")
 
 
-def test_id_jag_without_a_trusted_issuer_is_issuer_not_enabled(app, client, before):
+def test_id_jag_without_a_trusted_issuer_is_issuer_not_enabled(app, client, before, logs):
     body = {"type": "identity_assertion", "assertion_type": "urn:ietf:params:oauth:token-type:id-jag",
             "assertion": "a.b.c", "requested_credential_type": "access_token"}
     r = client.post("/agent/auth", json=body)
     assert r.status_code == 400 and r.get_json()["error"] == "issuer_not_enabled"
-    after = count_rows(app)
-    # only the rejection's own audit row (assertion.rejected) is written
-    assert after.pop("audit_events") == before.pop("audit_events") + 1
-    assert after == before
+    # junk (a token that does not parse, or names no issuer known here) costs no audit row: it is counted
+    # in the log, as on the revocation endpoint
+    assert count_rows(app) == before
+    assert any("assertion.rejected error=issuer_not_enabled kind=id_jag ×1" in r.getMessage() for r in logs.records)
+
+
+def test_id_jag_junk_writes_no_row_but_a_trusted_issuers_refused_token_does(app, client, before, provider,
+                                                                           make_provider):
+    from tests.fixtures.flows import audit_rows
+    from tests.fixtures.provider import trust
+    trust(app, provider)
+    stranger = make_provider("stranger")
+    before = count_rows(app)
+
+    def send(token):
+        return client.post("/agent/auth", json={"type": "identity_assertion", "assertion": token,
+                                                "assertion_type": "urn:ietf:params:oauth:token-type:id-jag",
+                                                "requested_credential_type": "access_token"})
+    assert send("x.y.z").get_json()["error"] == "invalid_request"
+    assert send(stranger.id_jag()).get_json()["error"] == "invalid_issuer"
+    assert count_rows(app) == before
+    assert send(provider.id_jag(key=stranger.keys[0])).get_json()["error"] == "invalid_signature"
+    assert [(e["data"], e["iss"]) for e in audit_rows(app, "assertion.rejected")] == [
+        ({"error": "invalid_signature", "kind": "id_jag"}, provider.issuer)]
 
 
 def test_extra_fields_are_ignored(client):
@@ -182,3 +202,96 @@ def test_control_characters_in_the_user_agent_are_dropped(app, client):
     rows = audit_rows(app)
     assert rows and all(e["user_agent"].startswith("Agent/1Injected: line") for e in rows)
     assert all(len(e["user_agent"]) <= 300 for e in rows)
+
+
+def nested(depth: int, body: dict | None = None) -> str:
+    """A JSON object whose field "x" nests arrays so that the whole body is `depth` levels deep."""
+    text = json.dumps(body or {"type": "anonymous", "requested_credential_type": "api_key"})
+    inner = "[" * (depth - 1) + "]" * (depth - 1)
+    return text[:-1] + ', "x": ' + inner + "}"
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+@pytest.mark.parametrize("depth", [33, 40, 966, 970, 5000])
+def test_bodies_nested_deeper_than_32_are_invalid_request(app, client, before, path, depth):
+    """The parser never recurses that deep: the depth is counted first (a 970-deep body was a 500 with a
+    traceback; a 966-deep one registered an agent past every rate limit)."""
+    body = check(app, before, client.post(path, data=nested(depth), content_type="application/json"),
+                 400, "invalid_request")
+    assert "32" in body["message"]
+
+
+def test_a_body_nested_32_deep_is_accepted(client):
+    assert client.post("/agent/auth", data=nested(32), content_type="application/json").status_code == 200
+
+
+@pytest.mark.parametrize("text", ['{"type": "anonymous", "x": "' + "[" * 5000 + '"}',
+                                  '{"type": "anonymous", "x": "\\"' + "{" * 5000 + '"}'])
+def test_brackets_inside_strings_do_not_count(client, text):
+    body = json.loads(text)
+    body["requested_credential_type"] = "api_key"
+    assert client.post("/agent/auth", data=json.dumps(body), content_type="application/json").status_code == 200
+
+
+@pytest.mark.parametrize("raw", [b'{"type": "anonymous", "n": NaN}', b'{"type": "anonymous", "n": Infinity}',
+                                 b'{"type": "anonymous", "n": ' + b"9" * 5000 + b"}"])
+def test_non_json_numbers_are_invalid_request(app, client, before, raw):
+    check(app, before, client.post("/agent/auth", data=raw, content_type="application/json"), 400, "invalid_request")
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize("path", ["/nope", "/console/nope", "/portal/nope/deeper", "/auth.md/x", "/static/nope.css"])
+@pytest.mark.parametrize("how", [{"headers": {"Accept": "application/json"}},
+                                 {"headers": {"Accept": "application/json, text/html;q=0.5"}},
+                                 {"method": "POST", "json": {"type": "anonymous"}},
+                                 {"method": "POST", "data": "{}", "content_type": "application/problem+json"}])
+def test_any_unknown_path_answers_json_not_found_to_a_json_client(app, client, before, path, how):
+    how = dict(how)
+    method = how.pop("method", "GET")
+    r = client.open(path, method=method, **how)
+    if path.startswith("/static/") and method == "POST":
+        check(app, before, r, 405, "method_not_allowed")  # the static route exists, for GET only
+    else:
+        check(app, before, r, 404, "not_found")
+
+
+@pytest.mark.parametrize("accept", [None, BROWSER_ACCEPT, "*/*", "text/html, application/json"])
+def test_an_unknown_path_is_an_html_page_for_a_browser(client, accept):
+    r = client.get("/nope", headers={"Accept": accept} if accept else {})
+    assert r.status_code == 404 and r.mimetype == "text/html"
+
+
+def test_a_wrong_method_answers_json_to_a_json_client_anywhere(app, client, before):
+    r = client.put("/console/login", headers={"Accept": "application/json"})
+    check(app, before, r, 405, "method_not_allowed")
+    assert "GET" in r.headers["Allow"]
+    r = client.put("/console/login", headers={"Accept": BROWSER_ACCEPT})
+    assert r.status_code == 405 and r.mimetype == "text/html"
+
+
+def one_style(text: str) -> bool:
+    return text == json.dumps(json.loads(text), separators=(",", ":")) + "\n"
+
+
+def test_every_agent_facing_answer_has_one_json_style(make_app, client):
+    """Compact (jsonify's production form), keys in the order written, everywhere: the hot path and the
+    metadata included, and in debug mode too."""
+    debug = make_app(DEBUG=True)
+    debug.debug = True
+    for c in (client, debug.test_client()):
+        reg = c.post("/agent/auth", json={"type": "anonymous", "requested_credential_type": "api_key"})
+        answers = [reg,
+                   c.get("/api/resource", headers={"Authorization": "Bearer " + reg.get_json()["credential"]}),
+                   c.get("/api/resource"),
+                   c.get("/.well-known/oauth-protected-resource"),
+                   c.get("/.well-known/oauth-authorization-server"),
+                   c.post("/agent/auth", json={}),
+                   c.get("/nope", headers={"Accept": "application/json"}),
+                   c.get("/healthz")]
+        for r in answers:
+            assert r.mimetype == "application/json", r.request.path
+            assert one_style(r.get_data(as_text=True)), (r.request.path, r.get_data(as_text=True)[:200])
+        assert list(answers[-3].get_json()) == ["error", "message"]
+        assert list(answers[4].get_json())[0] == "issuer"

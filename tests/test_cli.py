@@ -40,7 +40,9 @@ def test_scopes_add_then_remove_an_unused_scope(app, runner):
     r = runner.invoke(args=["scopes", "add", "reports.read", "--description", "Read reports", "--pre-claim"])
     assert r.exit_code == 0 and "added reports.read" in r.output
     assert "reports.read\tpre-claim,post-claim\tRead reports" in runner.invoke(args=["scopes", "list"]).output
-    assert runner.invoke(args=["scopes", "add", "reports.read"]).exit_code != 0  # duplicate
+    dup = runner.invoke(args=["scopes", "add", "reports.read"])
+    assert dup.exit_code == 1 and "Error: scope reports.read already exists" in dup.output, dup.output
+    assert runner.invoke(args=["scopes", "list"]).output.count("reports.read") == 1
     r = runner.invoke(args=["scopes", "remove", "reports.read"])
     assert r.exit_code == 0 and "removed reports.read" in r.output
     assert "reports.read" not in runner.invoke(args=["scopes", "list"]).output
@@ -49,8 +51,15 @@ def test_scopes_add_then_remove_an_unused_scope(app, runner):
 
 
 @pytest.mark.parametrize("name", ["", "has space", "x" * 101, "semi;colon", "a/b"])
-def test_scopes_add_refuses_bad_names(runner, name):
-    assert runner.invoke(args=["scopes", "add", name]).exit_code != 0
+def test_scopes_add_refuses_bad_names(app, runner, name):
+    r = runner.invoke(args=["scopes", "add", name])
+    # 2 is click's usage error; a crash would exit 1 with a traceback instead of this message
+    assert r.exit_code == 2, r.output
+    assert "Error: Invalid value for NAME: a scope name is 1-100 characters" in r.output
+    with app.app_context():
+        assert db.session.execute(db.select(Scope.name).order_by(Scope.position)).scalars().all() == [
+            "api.read", "api.write"]
+    assert audit_rows(app) == []
 
 
 def test_remove_of_an_unknown_scope_fails(runner):

@@ -112,3 +112,34 @@ def test_default_sub_is_the_email_and_aud_can_be_chosen(dev_app):
     assert claims["email_verified"] is True and claims["exp"] - claims["iat"] == 300
     header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
     assert header["typ"] == "oauth-id-jag+jwt" and header["alg"] == "ES256"
+
+
+def test_its_keys_are_read_in_process_by_its_own_app_only(make_app, app, tmp_path, register_id_jag):
+    # nothing listens at this ISSUER: a token verifies only when the keys come from the provider in-process
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    closed.close()
+    dev = make_app(DEV_PROVIDER=True, DEV_PROVIDER_KEY_FILE=str(tmp_path / "dev-key.pem"), ISSUER=url)
+    runner = dev.test_cli_runner()
+    assert runner.invoke(args=["init-db"]).exit_code == 0
+    token = runner.invoke(args=["dev-provider", "id-jag", "--email", "dev@example.com"]).output.strip()
+    assert register_id_jag(dev.test_client(), token).status_code == 200
+    # an app without the provider (in a worker with nothing cached) fetches that URL like any other, and
+    # finds nothing there
+    from authmd.trust import jwks
+    jwks.clear_cache()
+    plain = make_app(ISSUER=url).test_client()
+    token = runner.invoke(args=["dev-provider", "id-jag", "--email", "dev@example.com"]).output.strip()
+    r = register_id_jag(plain, token)
+    assert r.status_code == 400 and r.json["message"] == "The issuer's keys could not be fetched."
+
+
+def test_the_trust_room_and_the_protocol_never_import_the_development_provider():
+    import subprocess
+    import sys
+    code = ("import sys, authmd.trust.issuers, authmd.trust.jwks, authmd.trust.verify, authmd.idjag, authmd.users;"
+            "print(sorted(m for m in sys.modules if m.startswith('authmd.devprovider')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "[]"

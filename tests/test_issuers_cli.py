@@ -43,13 +43,16 @@ def test_defaults(app, runner):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["http://id.example.com"], "https"),
-    (["https://id.example.com?x=1"], "query"),
-    (["not a url"], "URL"),
-    (["https://id.example.com", "--jwks-uri", "http://keys.example.com/j"], "https"),
-    (["https://id.example.com", "--algorithm", "HS256"], "unsupported algorithm"),
-    (["https://id.example.com", "--algorithm", "none"], "unsupported algorithm"),
-    (["https://id.example.com", "--scope", "nope"], "unknown scope"),
+    (["http://id.example.com"], "ISSUER: Use https:// (plain http is allowed only on localhost, 127.0.0.1 and [::1])."),
+    (["https://id.example.com?x=1"], "ISSUER: The URL must not carry a query, a fragment or credentials."),
+    (["not a url"], "ISSUER: Enter a URL of at most 500 characters, without spaces."),
+    (["https://id.example.com", "--jwks-uri", "http://keys.example.com/j"], "--jwks-uri: Use https://"),
+    (["https://id.example.com", "--algorithm", "HS256"], "--algorithm: Not allowed: HS256. Choose from ES256"),
+    (["https://id.example.com", "--algorithm", "none"], "--algorithm: Not allowed: none."),
+    (["https://id.example.com", "--scope", "nope"],
+     "--scope: Unknown scope(s): nope. The enabled scopes are: api.read api.write."),
+    (["https://id.example.com", "--name", "x" * 201], "--name: Use at most 200 characters"),
+    (["https://id.example.com", "--require-amr", "m f a"], "--require-amr: Use at most 50 characters without spaces"),
 ])
 def test_bad_input_is_refused_with_a_message(app, runner, args, message):
     r = runner.invoke(args=["issuers", "add"] + args)
@@ -61,10 +64,10 @@ def test_bad_input_is_refused_with_a_message(app, runner, args, message):
 def test_duplicate_and_unknown_issuers(runner):
     assert runner.invoke(args=["issuers", "add", "https://id.example.com"]).exit_code == 0
     r = runner.invoke(args=["issuers", "add", "https://id.example.com"])
-    assert r.exit_code != 0 and "already trusted" in r.output
+    assert r.exit_code != 0 and "ISSUER: This issuer is already in the list of trusted issuers." in r.output
     for cmd in ("disable", "enable", "remove"):
         r = runner.invoke(args=["issuers", cmd, "https://nobody.example.com"])
-        assert r.exit_code != 0 and "not in the trust list" in r.output
+        assert r.exit_code != 0 and "ISSUER: https://nobody.example.com is not in the trust list." in r.output
 
 
 def test_disable_enable_remove_change_what_is_accepted(app, runner, client, provider, register_id_jag):
@@ -86,3 +89,12 @@ def test_disable_enable_remove_change_what_is_accepted(app, runner, client, prov
         events = [e.event for e in db.session.execute(db.select(AuditEvent).order_by(AuditEvent.id)).scalars()
                   if e.event.startswith("issuer.")]
     assert events == ["issuer.added", "issuer.disabled", "issuer.enabled", "issuer.removed"]
+
+
+def test_remove_forgets_this_workers_cached_keys(runner, client, provider, register_id_jag):
+    assert runner.invoke(args=["issuers", "add", provider.issuer]).exit_code == 0
+    assert register_id_jag(client, provider.id_jag()).status_code == 200
+    assert runner.invoke(args=["issuers", "remove", provider.issuer]).exit_code == 0
+    assert runner.invoke(args=["issuers", "add", provider.issuer]).exit_code == 0
+    assert register_id_jag(client, provider.id_jag()).status_code == 200
+    assert provider.jwks_requests == 2  # trusted anew, its keys are fetched anew

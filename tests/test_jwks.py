@@ -1,13 +1,16 @@
 """JWKS fetching and the per-worker cache: Cache-Control clamping, unknown-kid refetch, rotation,
 an issuer that goes down, and the SSRF guard - all against a real JWKS served over loopback HTTP."""
 import json
+import re
 import socket
+import socketserver
 import threading
+import time
 from datetime import datetime, timedelta
 
 import pytest
 
-from authmd import trust
+from authmd.trust import jwks
 from authmd.extensions import db
 from authmd.models import TrustedIssuer
 from tests.fixtures.provider import trust as trust_provider
@@ -48,7 +51,7 @@ def test_keys_are_fetched_once_and_shared_by_every_request_and_app_of_the_worker
                                              ("no-store", 600), ("", 3600), ("public, max-age=\"1200\"", 1200),
                                              ("max-age=abc", 3600)])
 def test_cache_control_is_clamped_between_ten_minutes_and_a_day(header, lifetime):
-    assert trust.cache_lifetime(header) == timedelta(seconds=lifetime)
+    assert jwks.cache_lifetime(header) == timedelta(seconds=lifetime)
 
 
 def test_cache_expires_per_clamped_max_age(app, client, provider, register_id_jag, clock):
@@ -172,7 +175,7 @@ def test_private_parts_and_symmetric_keys_in_a_jwks_are_ignored(app):
         oct_ = OctKey.generate_key(256).as_dict() | {"kid": "hmac"}
         pub = ECKey.generate_key("P-256").as_dict(private=False) | {"kid": "good"}
         enc = ECKey.generate_key("P-256").as_dict(private=False) | {"kid": "enc", "use": "enc"}
-        assert list(trust._import_keys({"keys": [priv, oct_, pub, enc, "junk", {"kty": "EC"}]})) == ["good"]
+        assert list(jwks.import_keys({"keys": [priv, oct_, pub, enc, "junk", {"kty": "EC"}]})) == ["good"]
 
 
 # ------------------------------------------------------------------ fetch limits and the SSRF guard
@@ -189,8 +192,8 @@ def test_fetch_times_out(app):
     sock = _silent_server()
     try:
         with app.app_context():
-            with pytest.raises(trust.FetchError):
-                trust.fetch_jwks(f"http://127.0.0.1:{sock.getsockname()[1]}/jwks.json", timeout=0.3)
+            with pytest.raises(jwks.FetchError):
+                jwks.fetch_jwks(f"http://127.0.0.1:{sock.getsockname()[1]}/jwks.json", timeout=0.3)
     finally:
         sock.close()
 
@@ -215,58 +218,216 @@ def test_redirects_are_not_followed(app):
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         with app.app_context():
-            with pytest.raises(trust.FetchError, match="302"):
-                trust.fetch_jwks(f"http://127.0.0.1:{server.server_port}/jwks.json")
+            with pytest.raises(jwks.FetchError, match="302"):
+                jwks.fetch_jwks(f"http://127.0.0.1:{server.server_port}/jwks.json")
     finally:
         server.shutdown()
 
 
-@pytest.mark.parametrize("url", ["http://example.com/jwks.json", "ftp://127.0.0.1/jwks", "file:///etc/passwd",
-                                 "https://user:pw@example.com/jwks", "jwks.json"])
-def test_only_https_or_loopback_http_urls(app, url):
+@pytest.mark.parametrize("url,message", [
+    ("http://example.com/jwks.json", "Use https:// (plain http is allowed only on localhost, 127.0.0.1 and [::1])."),
+    ("ftp://127.0.0.1/jwks", "Enter an absolute URL starting with https://."),
+    ("file:///etc/passwd", "Enter an absolute URL starting with https://."),
+    ("jwks.json", "Enter an absolute URL starting with https://."),
+    ("https://user:pw@example.com/jwks", "The URL must not carry a query, a fragment or credentials."),
+    ("https://example.com/jwks?x=1", "The URL must not carry a query, a fragment or credentials."),
+    ("https://example.com:99999/jwks", "The URL's port must be a number from 1 to 65535."),
+    ("https://example.com/jw ks", "Enter a URL of at most 1000 characters, without spaces."),
+])
+def test_only_https_or_loopback_http_urls(app, url, message):
     with app.app_context():
-        with pytest.raises(trust.FetchError):
-            trust.fetch_jwks(url)
+        with pytest.raises(jwks.FetchError, match="^" + re.escape("the JWKS URL is refused: " + message) + "$"):
+            jwks.fetch_jwks(url)
+
+
+def test_a_url_the_http_client_cannot_send_is_a_fetch_error(app):
+    with app.app_context():
+        with pytest.raises(jwks.FetchError, match="UnicodeEncodeError"):
+            jwks.fetch_jwks("http://127.0.0.1:9/\u043a\u043b\u044e\u0447\u0438")
+
+
+def test_plain_http_is_refused_off_the_loopback_names_even_where_private_addresses_are_allowed(app):
+    # a live JWKS on 127.0.0.2 (not one of the loopback names): only the http rule stands in the way
+    plain = _Served(b'{"keys": []}', host="127.0.0.2")
+    try:
+        with app.app_context():
+            with pytest.raises(jwks.FetchError, match=re.escape("refused: Use https:// (plain http is allowed only")):
+                jwks.fetch_jwks(plain.url, allow_private=True)
+        assert plain.requests == 0
+    finally:
+        plain.close()
 
 
 @pytest.mark.parametrize("host", ["10.0.0.1", "192.168.1.1", "172.16.0.1", "169.254.169.254", "127.0.0.2",
                                   "[fe80::1]", "[fd00::1]", "0.0.0.0", "[::ffff:10.0.0.1]"])
 def test_private_and_link_local_jwks_addresses_are_refused_unless_allowed(app, host):
     with app.app_context():
-        with pytest.raises(trust.FetchError, match="private or link-local"):
-            trust.fetch_jwks(f"https://{host}:9/jwks.json")
+        with pytest.raises(jwks.FetchError, match="private or link-local"):
+            jwks.fetch_jwks(f"https://{host}:9/jwks.json")
         # allowed explicitly: the guard steps aside and the (closed) port is what fails
-        with pytest.raises(trust.FetchError) as exc:
-            trust.fetch_jwks(f"https://{host}:9/jwks.json", allow_private=True, timeout=0.3)
+        with pytest.raises(jwks.FetchError) as exc:
+            jwks.fetch_jwks(f"https://{host}:9/jwks.json", allow_private=True, timeout=0.3)
         assert "private or link-local" not in str(exc.value)
 
 
-def test_issuer_flagged_allow_private_jwks_may_use_a_private_address(app, client, provider, register_id_jag, clock):
-    # 127.0.0.2 is loopback but not one of the literal loopback names, so it counts as private
-    uri = provider.jwks_uri.replace("127.0.0.1", "127.0.0.2").replace("http://", "https://")
-    trust_provider(app, provider, jwks_uri=uri)
-    _refused(client, register_id_jag, _token(provider, clock))
+def test_issuer_flagged_allow_private_jwks_may_use_a_private_address(app, make_app, provider, register_id_jag, clock,
+                                                                    tmp_path):
+    # 127.0.0.2 is loopback but not one of the literal loopback names, so to the guard it is a private address;
+    # the JWKS is served there over TLS with a certificate for that address
+    context, ca = _tls_context(tmp_path)
+    keys = _Served(json.dumps(provider.jwks()).encode(), host="127.0.0.2", tls=context)
+    try:
+        client = make_app(JWKS_CA_FILE=ca).test_client()
+        trust_provider(app, provider, jwks_uri=keys.url)
+        r = _refused(client, register_id_jag, _token(provider, clock))
+        assert r.json["message"] == "The issuer's keys could not be fetched."
+        assert keys.requests == 0  # refused before connecting
+        with app.app_context():
+            db.session.execute(db.update(TrustedIssuer).values(allow_private_jwks=True))
+            db.session.commit()
+        _ok(client, register_id_jag, _token(provider, clock))
+        assert keys.requests == 1
+    finally:
+        keys.close()
 
 
-def test_test_issuer_fetches_now_bypassing_the_cache(app, provider):
+# ------------------------------------------------------------------ one deadline for the whole fetch
+
+def _unavailable(client, register_id_jag, provider, clock):
+    r = _refused(client, register_id_jag, _token(provider, clock))
+    assert r.json["message"] == "The issuer's keys could not be fetched."
+
+
+def _backed_off(client, register_id_jag, provider, clock, served):
+    """After one failed fetch: not asked again within the minute, asked once more after it."""
+    _unavailable(client, register_id_jag, provider, clock)
+    assert served.requests == 1
+    clock.advance(seconds=61)
+    _unavailable(client, register_id_jag, provider, clock)
+    assert served.requests == 2
+
+
+def test_default_deadline_is_five_seconds(app):
+    assert app.config["JWKS_DEADLINE"] == 5
+
+
+@pytest.mark.parametrize("trickle", ["head", "body"])
+def test_a_trickling_jwks_is_given_up_at_the_deadline_and_not_asked_again_within_the_backoff(
+        app, make_app, provider, register_id_jag, clock, trickle):
+    # a byte every 50 ms: no single read ever waits long enough for the 3 s socket timeout, and the whole
+    # answer (status line and headers, or the body) would take from 5 s to a minute
+    slow = _Served(json.dumps(provider.jwks()).encode(), trickle=trickle)
+    try:
+        trust_provider(app, provider, jwks_uri=slow.url)
+        client = make_app(JWKS_DEADLINE=1).test_client()
+        started = time.monotonic()
+        _unavailable(client, register_id_jag, provider, clock)
+        assert time.monotonic() - started < 4  # the deadline, not the trickle, ended it
+        _backed_off(client, register_id_jag, provider, clock, slow)
+    finally:
+        slow.close()
+
+
+@pytest.mark.parametrize("body", [b"[" * 2000 + b"]" * 2000, b'{"keys": ' + b"[" * 2000 + b"]" * 2000 + b"}"],
+                         ids=["top", "keys"])
+def test_a_deeply_nested_jwks_is_a_clean_refusal_with_backoff(app, client, provider, register_id_jag, clock, body):
+    deep = _Served(body)
+    clock.frozen = clock()
+    try:
+        trust_provider(app, provider, jwks_uri=deep.url)
+        _unavailable(client, register_id_jag, provider, clock)
+        [entry] = jwks._cache.values()
+        assert entry.failed_at == clock.frozen and not entry.keys
+        _backed_off(client, register_id_jag, provider, clock, deep)
+    finally:
+        deep.close()
+
+
+def test_probe_jwks_fetches_now_bypassing_the_cache(app, provider):
     trust_provider(app, provider)
     with app.app_context():
         row = db.session.execute(db.select(TrustedIssuer)).scalar_one()
-        out = trust.test_issuer(row)
+        out = jwks.probe_jwks(row)
         assert out["ok"] is True and out["error"] is None
         assert {(k["kid"], k["kty"]) for k in out["keys"]} == {(k.kid, k.kind) for k in provider.keys}
-        trust.test_issuer(row)
+        jwks.probe_jwks(row)
         assert provider.jwks_requests == 2
         provider.down = True
-        out = trust.test_issuer(row)
+        out = jwks.probe_jwks(row)
         assert out["ok"] is False and out["keys"] == [] and "503" in out["error"]
 
 
-def _tls_jwks_server(tmp_path, jwks: dict):
-    """A JWKS over real TLS on loopback, with a self-signed certificate for localhost."""
+def test_https_jwks_verifies_the_certificate(app, make_app, provider, tmp_path):
+    context, ca = _tls_context(tmp_path)
+    server = _Served(json.dumps(provider.jwks()).encode(), tls=context)
+    url = server.url.replace("127.0.0.1", "localhost")
+    try:
+        with app.app_context():
+            with pytest.raises(jwks.FetchError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+                jwks.fetch_jwks(url)
+        with make_app(JWKS_CA_FILE=ca).app_context():
+            fetched, _life = jwks.fetch_jwks(url)
+            assert {k["kid"] for k in fetched["keys"]} == {k.kid for k in provider.keys}
+    finally:
+        server.close()
+
+
+# ------------------------------------------------------------------ test servers
+
+class _Served:
+    """A JWKS endpoint on a loopback address answering `body` with 200 (over TLS when given a context),
+    counting the requests it reads. trickle: send the status line and headers ("head") or the body
+    ("body") one byte every 50 ms, as a hostile issuer would, until the client hangs up."""
+
+    def __init__(self, body: bytes, host: str = "127.0.0.1", tls=None, trickle: str | None = None):
+        self.body, self.trickle, self.requests = body, trickle, 0
+        self.stop = threading.Event()
+        served = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = self.request.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                served.requests += 1
+                head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(served.body))
+                try:
+                    for part, name in ((head, "head"), (served.body, "body")):
+                        if served.trickle != name:
+                            self.request.sendall(part)
+                            continue
+                        for i in range(len(part)):
+                            if served.stop.wait(0.05):
+                                return
+                            self.request.sendall(part[i:i + 1])
+                except OSError:  # the client gave up
+                    pass
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+
+        self.server = Server((host, 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.server.server_address[1]}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _tls_context(tmp_path):
+    """A server TLS context with a self-signed certificate for localhost, 127.0.0.1 and 127.0.0.2, and the
+    path of that certificate (for JWKS_CA_FILE)."""
     import datetime as dt
+    import ipaddress
     import ssl
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -276,46 +437,17 @@ def _tls_jwks_server(tmp_path, jwks: dict):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.timezone.utc)
+    names = [x509.DNSName("localhost")] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "127.0.0.2")]
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
             .not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
-    body = json.dumps(jwks).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert_file, key_file)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server, str(cert_file)
-
-
-def test_https_jwks_verifies_the_certificate(app, make_app, provider, tmp_path):
-    server, ca = _tls_jwks_server(tmp_path, provider.jwks())
-    url = f"https://localhost:{server.server_port}/jwks.json"
-    try:
-        with app.app_context():
-            with pytest.raises(trust.FetchError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
-                trust.fetch_jwks(url)
-        with make_app(JWKS_CA_FILE=ca).app_context():
-            jwks, _life = trust.fetch_jwks(url)
-            assert {k["kid"] for k in jwks["keys"]} == {k.kid for k in provider.keys}
-    finally:
-        server.shutdown()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    return context, str(cert_file)

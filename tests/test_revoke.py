@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from authmd.extensions import db
-from authmd.models import AuditEvent, Credential, Delegation, Registration
+from authmd.models import AuditEvent, Credential, Delegation, Registration, TrustedIssuer
 from tests.conftest import count_rows
 from tests.fixtures.flows import audit_rows
 from tests.fixtures.provider import LOGOUT_TYP, REVOKED_EVENT, trust
@@ -354,3 +354,72 @@ def test_a_refused_logout_token_leaves_its_jti_unspent(app, client, provider):
     _err(_revoke(client, token), "invalid_issuer")
     trust(app, provider)
     assert _revoke(client, token).json == {"revoked": 0}
+
+
+def _junk_lines(logs):
+    return [r.getMessage() for r in logs.records if r.name == "authmd.audit" and "not written to the audit log" in
+            r.getMessage()]
+
+
+def test_junk_logout_tokens_write_no_audit_row_and_are_counted_in_the_log(app, client, provider, make_provider,
+                                                                          clock, logs):
+    """Anyone can post x.y.z by the thousand: a row each (with a 300-char User-Agent) contended for SQLite's
+    one writer. A token that does not parse or names no issuer known here is counted in the log instead,
+    one line a minute per worker with the count."""
+    trust(app, provider)
+    stranger = make_provider("stranger")
+    before = count_rows(app)
+    ua = {"HTTP_USER_AGENT": "x" * 400}
+    for _ in range(20):
+        r = client.post("/agent/auth/revoke", data="x.y.z", content_type="application/logout+jwt", environ_base=ua)
+        _err(r, "invalid_request")
+    for _ in range(5):
+        _err(_revoke(client, stranger.logout_token("user-123")), "invalid_issuer")
+    assert count_rows(app) == before
+    assert _junk_lines(logs) == [
+        "not written to the audit log (junk: unparseable, or no trusted issuer), 1 since the last such line: "
+        "assertion.rejected error=invalid_request kind=logout ×1"]
+    clock.advance(seconds=61)
+    _err(_revoke(client, "a.b"), "invalid_request")
+    assert _junk_lines(logs)[1] == (
+        "not written to the audit log (junk: unparseable, or no trusted issuer), 25 since the last such line: "
+        "assertion.rejected error=invalid_issuer kind=logout ×5, assertion.rejected error=invalid_request kind=logout ×20")
+    assert len(_junk_lines(logs)) == 2
+
+
+def test_tokens_naming_a_trusted_issuer_are_still_audited_whatever_check_they_fail(app, client, provider,
+                                                                                   make_provider):
+    trust(app, provider)
+    stranger = make_provider("stranger")
+    _err(_revoke(client, provider.logout_token("user-123", key=stranger.keys[0])), "invalid_signature")
+    _err(_revoke(client, provider.logout_token("user-123", nonce="n")), "invalid_request")
+    with app.app_context():  # a disabled issuer is still on the trust list: its tokens are no junk
+        db.session.execute(db.update(TrustedIssuer).values(enabled=False))
+        db.session.commit()
+    _err(_revoke(client, provider.logout_token("user-123", key=stranger.keys[0])), "invalid_signature")
+    rows = audit_rows(app, "assertion.rejected")
+    assert [(e["data"]["error"], e["iss"]) for e in rows] == [("invalid_signature", provider.issuer),
+                                                             ("invalid_request", provider.issuer),
+                                                             ("invalid_signature", provider.issuer)]
+
+
+def test_refused_logout_tokens_are_limited_per_ip_and_accepted_ones_do_not_count(make_app, app, provider):
+    trust(app, provider)
+    client = make_app(RATELIMIT_ENABLED=True, RATELIMIT_REVOKE_PER_IP="3/hour").test_client()
+    ip = {"REMOTE_ADDR": "10.0.20.1"}
+
+    def send(token):
+        return client.post("/agent/auth/revoke", data=token, content_type="application/logout+jwt", environ_base=ip)
+
+    assert send(provider.logout_token("user-1")).status_code == 200
+    assert send("x.y.z").status_code == 400
+    assert send(provider.logout_token("user-2")).status_code == 200
+    assert send(provider.logout_token("user-3")).status_code == 200
+    assert send("x.y.z").status_code == 400
+    assert send("x.y.z").status_code == 400
+    r = send("x.y.z")
+    assert r.status_code == 429 and r.get_json()["error"] == "rate_limited" and int(r.headers["Retry-After"]) > 0
+    assert send(provider.logout_token("user-4")).status_code == 429  # once over, this address waits
+    other = client.post("/agent/auth/revoke", data="x.y.z", content_type="application/logout+jwt",
+                        environ_base={"REMOTE_ADDR": "10.0.20.2"})
+    assert other.status_code == 400

@@ -69,7 +69,9 @@ def test_close_releases_the_lock(tmp_path):
 
 
 def _writer(path, n, queue):
-    conn = sqlite3.connect(path, factory=sqlite_lock.LockingConnection, timeout=30)
+    # SQLite's own busy handler would retry for `timeout` seconds and hide a missing lock: give it none,
+    # so a writer that finds the database busy fails at once unless the flock made it queue first
+    conn = sqlite3.connect(path, factory=sqlite_lock.LockingConnection, timeout=0)
     conn.writer_lock = sqlite_lock.lock_for(path, timeout=30)
     for i in range(n):
         conn.execute("INSERT INTO t VALUES (?)", (i,))

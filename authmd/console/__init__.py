@@ -4,7 +4,7 @@ from flask_login import current_user
 
 
 def register(app):
-    from . import admin, auth, portal, setup
+    from . import admin, auth, issuers, portal, setup  # noqa: F401 - issuers adds its views to admin.bp
     from .. import settings
     from ..extensions import login_manager
 
@@ -16,6 +16,6 @@ def register(app):
     @app.get("/")
     def home():
         if current_user.is_authenticated:
-            return redirect(url_for("admin.dashboard" if current_user.is_admin else "portal.home"))
+            return redirect(url_for("admin.dashboard" if auth.console_session() else "portal.home"))
         from flask import render_template
         return render_template("landing.html", service_name=settings.get("service_name"))

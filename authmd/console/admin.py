@@ -15,10 +15,12 @@ from .. import scopes as scopes_room
 from ..extensions import db
 from ..models import (AuditEvent, AuthDocVersion, ClaimAttempt, Credential, Delegation, OutboxMail,
                       Registration, Scope, TrustedIssuer, User)
+from ..users import email_lookup, end_sessions
 from ..util import utcnow
 from . import docs
 from .auth import admin_required
-from .forms import AuthDocForm, ButtonForm, IssuerForm, ScopeForm, SettingsForm
+from .forms import AuthDocForm, ButtonForm, ScopeForm, SettingsForm
+from .redirects import safe_target
 
 bp = Blueprint("admin", __name__, url_prefix="/console")
 PAGE = 50
@@ -157,7 +159,8 @@ def authmd():
                 db.session.add(row)
                 db.session.flush()
                 audit.record("authmd.published", "admin", actor_id=actor(), user_id=current_user.id,
-                             version_id=row.id, note=row.note)
+                             version_id=row.id, note=row.note,
+                             ip=request.remote_addr, user_agent=request.user_agent.string)
                 db.session.commit()
                 flash(f"Published version {row.id}. /auth.md serves it now.", "success")
                 return redirect(url_for("admin.authmd"))
@@ -229,110 +232,10 @@ def authmd_rollback(version_id):
     db.session.add(new)
     db.session.flush()
     audit.record("authmd.published", "admin", actor_id=actor(), user_id=current_user.id, version_id=new.id,
-                 rollback_of=row.id, note=new.note)
+                 rollback_of=row.id, note=new.note, ip=request.remote_addr, user_agent=request.user_agent.string)
     db.session.commit()
     flash(f"Version {row.id} is published again as version {new.id}.", "success")
     return redirect(url_for("admin.authmd_history"))
-
-
-# --- trusted issuers ---------------------------------------------------------------------------------
-def _issuer_fields(form: IssuerForm) -> dict:
-    return {"issuer": form.issuer.data.rstrip("/") if form.issuer.data.count("/") > 2 else form.issuer.data,
-            "name": (form.name.data or "").strip(), "jwks_uri": form.jwks_uri.data or None,
-            "algorithms": form.algorithms.data, "scopes": form.scopes.data or None,
-            "require_amr": (form.require_amr.data or "").strip() or None,
-            "allowed_client_ids": " ".join((form.allowed_client_ids.data or "").split()) or None,
-            "allow_private_jwks": bool(form.allow_private_jwks.data), "enabled": bool(form.enabled.data)}
-
-
-@bp.get("/issuers")
-@admin_required
-def issuers():
-    rows = list(db.session.execute(db.select(TrustedIssuer).order_by(TrustedIssuer.issuer)).scalars())
-    return render_template("console/issuers.html", rows=rows, form=ButtonForm())
-
-
-@bp.route("/issuers/new", methods=["GET", "POST"])
-@bp.route("/issuers/<int:issuer_id>/edit", methods=["GET", "POST"])
-@admin_required
-def issuer_edit(issuer_id=None):
-    row = db.session.get(TrustedIssuer, issuer_id) or abort(404) if issuer_id else None
-    form = IssuerForm(obj=row) if request.method == "GET" and row else IssuerForm()
-    status = 200
-    if form.validate_on_submit():
-        fields = _issuer_fields(form)
-        clash = db.session.execute(db.select(TrustedIssuer.id).where(
-            TrustedIssuer.issuer == fields["issuer"], TrustedIssuer.id != (row.id if row else -1))).first()
-        if clash:
-            form.issuer.errors.append("This issuer is already in the list.")
-            status = 400
-        else:
-            if row is None:
-                row = TrustedIssuer(created_at=utcnow(), **fields)
-                db.session.add(row)
-                event = "issuer.added"
-                changes = {k: v for k, v in fields.items()}
-            else:
-                changes = {k: [getattr(row, k), v] for k, v in fields.items() if getattr(row, k) != v}
-                for k, v in fields.items():
-                    setattr(row, k, v)
-                event = "issuer.updated"
-            db.session.flush()
-            audit.record(event, "admin", actor_id=actor(), iss=row.issuer, issuer_id=row.id, changes=changes)
-            db.session.commit()
-            flash(f"Saved {row.issuer}.", "success")
-            return redirect(url_for("admin.issuers"))
-    elif request.method == "POST":
-        status = 400
-    return render_template("console/issuer_form.html", form=form, row=row), status
-
-
-@bp.post("/issuers/<int:issuer_id>/toggle")
-@admin_required
-def issuer_toggle(issuer_id):
-    row = db.session.get(TrustedIssuer, issuer_id) or abort(404)
-    if not _confirm_form_ok():
-        abort(400)
-    row.enabled = not row.enabled
-    audit.record("issuer.enabled" if row.enabled else "issuer.disabled", "admin", actor_id=actor(),
-                 iss=row.issuer, issuer_id=row.id)
-    db.session.commit()
-    flash(f"{row.issuer} is now {'enabled' if row.enabled else 'disabled'}.", "success")
-    return redirect(url_for("admin.issuers"))
-
-
-@bp.route("/issuers/<int:issuer_id>/remove", methods=["GET", "POST"])
-@admin_required
-def issuer_remove(issuer_id):
-    row = db.session.get(TrustedIssuer, issuer_id) or abort(404)
-    form = ButtonForm()
-    if request.method == "POST" and form.validate_on_submit():
-        iss = row.issuer
-        db.session.delete(row)
-        audit.record("issuer.removed", "admin", actor_id=actor(), iss=iss, issuer_id=issuer_id)
-        db.session.commit()
-        flash(f"Removed {iss}. Credentials it vouched for keep working until revoked.", "success")
-        return redirect(url_for("admin.issuers"))
-    return render_template("console/confirm.html", form=form, title=f"Remove {row.issuer}?",
-                           message="Agents can no longer register with ID-JAGs from this issuer. Credentials "
-                                   "already issued keep working; revoke them separately if needed.",
-                           count=revocation.count_issuer(row.issuer), count_label="live credentials it vouched for",
-                           action=url_for("admin.issuer_remove", issuer_id=row.id), button="Remove issuer",
-                           back=url_for("admin.issuers"))
-
-
-@bp.post("/issuers/<int:issuer_id>/test")
-@admin_required
-def issuer_test(issuer_id):
-    row = db.session.get(TrustedIssuer, issuer_id) or abort(404)
-    if not _confirm_form_ok():
-        abort(400)
-    from ..trust import test_issuer
-    outcome = test_issuer(row)
-    db.session.rollback()
-    rows = list(db.session.execute(db.select(TrustedIssuer).order_by(TrustedIssuer.issuer)).scalars())
-    return render_template("console/issuers.html", rows=rows, form=ButtonForm(), tested=row.id,
-                           test_keys=outcome["keys"] if outcome["ok"] else None, test_error=outcome["error"])
 
 
 # --- scopes -------------------------------------------------------------------------------------------
@@ -353,7 +256,7 @@ def scopes():
                         post_claim=form.post_claim.data, enabled=form.enabled.data, created_at=utcnow())
             db.session.add(row)
             audit.record("scope.added", "admin", actor_id=actor(), scope=row.name, pre_claim=row.pre_claim,
-                         post_claim=row.post_claim)
+                         post_claim=row.post_claim, ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             flash(f"Added scope {row.name}.", "success")
             return redirect(url_for("admin.scopes"))
@@ -380,7 +283,8 @@ def scope_edit(scope_id):
                 setattr(row, k, v)
             event = ("scope.disabled" if changes.get("enabled") == [True, False] else
                      "scope.enabled" if changes.get("enabled") == [False, True] else "scope.updated")
-            audit.record(event, "admin", actor_id=actor(), scope=row.name, changes=changes)
+            audit.record(event, "admin", actor_id=actor(), scope=row.name, changes=changes,
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             flash(f"Saved scope {row.name}.", "success")
             return redirect(url_for("admin.scopes"))
@@ -400,7 +304,8 @@ def scope_delete(scope_id):
             return redirect(url_for("admin.scope_edit", scope_id=row.id))
         name = row.name
         db.session.delete(row)
-        audit.record("scope.removed", "admin", actor_id=actor(), scope=name)
+        audit.record("scope.removed", "admin", actor_id=actor(), scope=name,
+                     ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()
         flash(f"Deleted scope {name}.", "success")
         return redirect(url_for("admin.scopes"))
@@ -462,7 +367,7 @@ def registrations():
             errors["status"] = "Choose a status from the list."
         else:
             stmt = stmt.where(Registration.status == status)
-    email = (args.get("email") or "").strip().lower()
+    email = email_lookup(args.get("email"))
     if email:
         stmt = stmt.where(Registration.email == email)
     iss = (args.get("issuer") or "").strip()
@@ -529,12 +434,11 @@ def revoke():
         target = cast(raw)
     except ValueError:
         abort(404)
-    back = request.values.get("back") or url_for("admin.registrations")
-    if not back.startswith("/") or back.startswith("//"):
-        back = url_for("admin.registrations")
+    back = safe_target(request.values.get("back"), url_for("admin.registrations"))
     form = ButtonForm()
     if request.method == "POST" and form.validate_on_submit():
-        n = do(target, actor_kind="admin", actor_id=actor())
+        n = do(target, actor_kind="admin", actor_id=actor(), ip=request.remote_addr,
+               user_agent=request.user_agent.string)
         db.session.commit()
         flash(f"Revoked {n} credential(s). Their next API call answers 401.", "success")
         return redirect(back)
@@ -578,7 +482,7 @@ def delegations():
 def users():
     args = request.args
     stmt = db.select(User)
-    q = (args.get("q") or "").strip().lower()
+    q = email_lookup(args.get("q"))
     if q:
         stmt = stmt.where(User.email.like(q.replace("%", "").replace("_", r"\_") + "%", escape="\\"))
     if args.get("admins"):
@@ -623,8 +527,10 @@ def user_action(user_id, action):
             row.is_admin = True
         else:
             row.is_admin = False
+        if action in ("disable", "demote"):
+            end_sessions(row)  # every session of the account ends, a copied cookie too
         audit.record(f"user.{action}d" if action != "promote" else "user.promoted", "admin", actor_id=actor(),
-                     user_id=row.id)
+                     user_id=row.id, ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()
         flash(f"User {row.email}: {action} done.", "success")
         return redirect(url_for("admin.user", user_id=row.id))
@@ -765,7 +671,8 @@ def settings_page():
         diff = settings.update(form.values())
         if diff:
             audit.record("settings.changed", "admin", actor_id=actor(), user_id=current_user.id,
-                         before={k: v[0] for k, v in diff.items()}, after={k: v[1] for k, v in diff.items()})
+                         before={k: v[0] for k, v in diff.items()}, after={k: v[1] for k, v in diff.items()},
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             flash(f"Saved {len(diff)} change(s): {', '.join(sorted(diff))}.", "success")
         else:
@@ -781,7 +688,7 @@ def settings_page():
 @admin_required
 def outbox():
     stmt = db.select(OutboxMail.id, OutboxMail.created_at, OutboxMail.to_addr, OutboxMail.subject)
-    to = (request.args.get("to") or "").strip().lower()
+    to = email_lookup(request.args.get("to"))
     if to:
         stmt = stmt.where(OutboxMail.to_addr == to)
     before = request.args.get("before", "")

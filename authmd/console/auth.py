@@ -1,5 +1,7 @@
-"""Console sign-in room: admin password sign-in, portal sign-in links, idle timeout, access guards."""
+"""Console sign-in room: admin password sign-in, portal sign-in links, sessions (generation, idle and
+absolute lifetime, how they were opened), the per-(IP, account) throttle, access guards."""
 import functools
+import math
 from datetime import datetime, timedelta
 
 from flask import (Blueprint, abort, current_app, flash, redirect, render_template, request, session,
@@ -8,26 +10,76 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy import update
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .. import audit, mail, settings
+from .. import audit, mail, settings, tx
 from ..extensions import db, limiter
-from ..models import LoginFailure, LoginLink
+from ..models import LoginFailure, LoginLink, User
 from ..secrets import digest, new_token
-from ..users import by_email, find_or_provision_by_email
+from ..users import by_email, end_sessions, find_or_provision_by_email, may_provision
 from ..util import ProtocolError, utcnow
 from .forms import ButtonForm, LoginForm, PortalLoginForm
+from .redirects import safe_target
 
 bp = Blueprint("console_auth", __name__)
 
-THROTTLE_FAILURES = 5
-THROTTLE_WINDOW = timedelta(minutes=15)
+# The throttle, per (client IP, account): a stranger's failures slow down that stranger only, never the
+# owner signing in from elsewhere. From one IP, the first THROTTLE_FREE failures for an account cost
+# nothing; after that each further try waits 2, 4, 8, … seconds after the last failure, at most
+# THROTTLE_CAP. Failures count for THROTTLE_WINDOW; a success from that IP clears them. The per-IP
+# ceiling across accounts is the rate limit RATELIMIT_CONSOLE_LOGIN_PER_IP on the POST.
+THROTTLE_FREE = 5
+THROTTLE_CAP = 15 * 60
+THROTTLE_WINDOW = timedelta(hours=24)
 LINK_TTL = timedelta(minutes=15)
 LINKS_PER_WINDOW = 5
 # a real scrypt hash, checked when the account does not exist, so timing does not reveal which emails exist
 _DUMMY_HASH = generate_password_hash("not-a-password", method="scrypt")
+# how a session was opened: only a password session of an admin opens the console; a sign-in link
+# (which anyone who reads the mail, or the outbox table, holds) opens the portal only
+PASSWORD, LINK = "password", "link"
 
 
 def hash_password(password: str) -> str:
     return generate_password_hash(password, method="scrypt")
+
+
+# --- sessions ---------------------------------------------------------------------------------------
+def open_session(user: User, method: str, now) -> None:
+    """A fresh session for user (nothing of the previous one survives a privilege change), stamped with
+    how it was opened, the user's session generation and the sign-in time."""
+    session.clear()
+    login_user(user)
+    session["auth_method"] = method
+    session["gen"] = user.session_generation
+    session["signed_in_at"] = session["last_active"] = now.isoformat()
+
+
+def _time(key: str):
+    try:
+        return datetime.fromisoformat(session.get(key) or "")
+    except (TypeError, ValueError):
+        return None
+
+
+def load_user(user_id):
+    """Flask-Login's user loader: the session's user while the session is still good. A session is dead
+    once the user is disabled, once the user's session generation moved on (sign-out, new password,
+    demotion, disabling: users.end_sessions), and SESSION_MAX_HOURS after sign-in, however busy."""
+    if not str(user_id).isdigit():
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not user.is_active or session.get("gen") != user.session_generation:
+        return None
+    signed_in = _time("signed_in_at")
+    max_age = timedelta(hours=float(current_app.config.get("SESSION_MAX_HOURS") or 12))
+    if signed_in is None or utcnow() - signed_in > max_age:
+        return None
+    return user
+
+
+def console_session() -> bool:
+    """A session that opens the console: an admin's, opened with the admin's password."""
+    return bool(current_user.is_authenticated and current_user.is_admin
+                and session.get("auth_method") == PASSWORD)
 
 
 # --- guards -----------------------------------------------------------------------------------------
@@ -37,17 +89,17 @@ def touch_session() -> bool:
         return True
     now = utcnow()
     idle = timedelta(minutes=int(current_app.config.get("SESSION_IDLE_MINUTES") or 30))
-    last = session.get("last_active")
-    if last:
-        try:
-            if now - datetime.fromisoformat(last) > idle:
-                logout_user()
-                session.pop("last_active", None)
-                return False
-        except ValueError:
-            pass
+    last = _time("last_active")
+    if last is None or now - last > idle:
+        logout_user()
+        session.clear()
+        return False
     session["last_active"] = now.isoformat()
     return True
+
+
+def _to_login():
+    return redirect(url_for("console_auth.login", next=request.full_path.rstrip("?")))
 
 
 def admin_required(view):
@@ -55,11 +107,14 @@ def admin_required(view):
     def wrapper(*args, **kwargs):
         if not touch_session():
             flash("Your session ended after a period of inactivity; sign in again.", "info")
-            return redirect(url_for("console_auth.login", next=request.full_path.rstrip("?")))
+            return _to_login()
         if not current_user.is_authenticated:
-            return redirect(url_for("console_auth.login", next=request.full_path.rstrip("?")))
+            return _to_login()
         if not current_user.is_admin:
             abort(403)
+        if not console_session():
+            flash("A sign-in link opens the portal only: enter your password to open the console.", "info")
+            return _to_login()
         return view(*args, **kwargs)
     return wrapper
 
@@ -76,60 +131,75 @@ def user_required(view):
     return wrapper
 
 
-def _safe_next(default: str) -> str:
-    target = request.args.get("next") or ""
-    # only same-site paths: never //host or a scheme, so the login cannot become an open redirect
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
-
-
 @bp.context_processor
 def _common():
     return {"logout_form": ButtonForm()}
 
 
 # --- admin sign-in ----------------------------------------------------------------------------------
-def throttled(email: str, now) -> bool:
-    n = db.session.execute(db.select(db.func.count(LoginFailure.id)).where(
-        LoginFailure.email == email, LoginFailure.created_at > now - THROTTLE_WINDOW)).scalar()
-    return n >= THROTTLE_FAILURES
+def _client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def throttle_wait(email: str, ip: str, now) -> int:
+    """Seconds this IP must still wait before it may try this account's password again (0: now).
+    The same for an account that does not exist, so the answer reveals nothing about it."""
+    n, last = db.session.execute(db.select(db.func.count(LoginFailure.id), db.func.max(LoginFailure.created_at))
+                                 .where(LoginFailure.email == email, LoginFailure.ip == ip,
+                                        LoginFailure.created_at > now - THROTTLE_WINDOW)).one()
+    if n < THROTTLE_FREE or last is None:
+        return 0
+    delay = min(2 ** (n - THROTTLE_FREE + 1), THROTTLE_CAP)
+    return max(0, math.ceil((last + timedelta(seconds=delay) - now).total_seconds()))
+
+
+def _record_failure(email: str, ip: str, now) -> None:
+    db.session.execute(db.delete(LoginFailure).where(LoginFailure.created_at <= now - THROTTLE_WINDOW))
+    db.session.add(LoginFailure(email=email, ip=ip, created_at=now))
 
 
 def _ip_limit(key: str, default: str):
-    # per-IP ceilings on top of the per-account throttle, so one client cannot spray many accounts
+    # per-IP ceilings on top of the per-(IP, account) throttle, so one client cannot spray many accounts
     return lambda: current_app.config.get(key) or default
 
 
 @bp.route("/console/login", methods=["GET", "POST"])
 @limiter.limit(_ip_limit("RATELIMIT_CONSOLE_LOGIN_PER_IP", "60/hour"), methods=["POST"])
 def login():
-    if current_user.is_authenticated and current_user.is_admin and request.method == "GET":
+    if console_session() and request.method == "GET":
         return redirect(url_for("admin.dashboard"))
     form = LoginForm()
-    status = 200
+    # an admin signed in by link is in the portal: the page says that the password opens the console
+    portal_email = current_user.email if current_user.is_authenticated and current_user.is_admin else None
+    if request.method == "GET" and portal_email and not form.email.data:
+        form.email.data = portal_email
+    status, headers = 200, {}
     if form.validate_on_submit():
-        email, now = form.email.data, utcnow()
-        if throttled(email, now):
-            form.password.errors.append("Too many failed sign-ins for this account. Wait 15 minutes and try again.")
-            audit.record("admin.login_failed", "admin", actor_id=email, email=email, reason="throttled")
+        email, ip, now = form.email.data, _client_ip(), utcnow()
+        wait = throttle_wait(email, ip, now)
+        if wait:
+            form.password.errors.append(f"Too many failed sign-ins for this account from your address. "
+                                        f"Wait {wait} seconds and try again.")
+            audit.record("admin.login_failed", "admin", actor_id=email, email=email, reason="throttled",
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
-            status = 429
+            status, headers = 429, {"Retry-After": str(wait)}
         else:
             user = by_email(email)
             ok = check_password_hash(user.password_hash if user is not None and user.password_hash
                                      else _DUMMY_HASH, form.password.data)
             if ok and user.is_admin and user.is_active:
-                db.session.execute(db.delete(LoginFailure).where(LoginFailure.email == email))
-                session.clear()  # a fresh session on privilege change
-                login_user(user)
-                session["last_active"] = now.isoformat()
-                audit.record("admin.login", "admin", actor_id=user.id, user_id=user.id)
+                db.session.execute(db.delete(LoginFailure).where(LoginFailure.email == email,
+                                                                 LoginFailure.ip == ip))
+                audit.record("admin.login", "admin", actor_id=user.id, user_id=user.id,
+                             ip=request.remote_addr, user_agent=request.user_agent.string)
                 db.session.commit()
-                return redirect(_safe_next(url_for("admin.dashboard")))
-            db.session.add(LoginFailure(email=email, created_at=now))
+                open_session(user, PASSWORD, now)
+                return redirect(safe_target(request.args.get("next"), url_for("admin.dashboard")))
+            _record_failure(email, ip, now)
             audit.record("admin.login_failed", "admin", actor_id=email, email=email, reason="bad credentials",
-                         user_id=user.id if user is not None else None)
+                         user_id=user.id if user is not None else None,
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             form.password.errors.append("The email or password is not correct.")
             status = 401
@@ -137,19 +207,28 @@ def login():
         status = 400
     from .setup import admin_exists
     return render_template("console/login.html", form=form, no_admin=not admin_exists(),
-                           service_name=settings.get("service_name")), status
+                           portal_email=portal_email, service_name=settings.get("service_name")), status, headers
 
 
 @bp.post("/logout")
 def logout():
+    """Sign out everywhere: the user's session generation moves on, so a copy of this cookie (or a
+    session on another device) is dead too."""
     form = ButtonForm()
     if not form.validate_on_submit():
         abort(400)
-    was_admin = current_user.is_authenticated and current_user.is_admin
+    was_console = console_session()
+    if current_user.is_authenticated:
+        user = db.session.get(User, current_user.id)
+        end_sessions(user)
+        audit.record("admin.logout" if was_console else "user.logout", "admin" if was_console else "user",
+                     actor_id=user.id, user_id=user.id, ip=request.remote_addr,
+                     user_agent=request.user_agent.string)
+        db.session.commit()
     logout_user()
     session.clear()
     flash("You are signed out.", "success")
-    return redirect(url_for("console_auth.login" if was_admin else "console_auth.portal_login"))
+    return redirect(url_for("console_auth.login" if was_console else "console_auth.portal_login"))
 
 
 # --- portal sign-in by emailed link -------------------------------------------------------------------
@@ -185,6 +264,8 @@ def send_login_link(email: str, now) -> bool:
     user = by_email(email)
     if user is not None and not user.is_active:
         return False
+    if user is None and not may_provision():
+        return False  # only existing users are admitted: the same answer, no link, nothing created
     recent = db.session.execute(db.select(db.func.count(LoginLink.id)).where(
         LoginLink.email == email, LoginLink.created_at > now - LINK_TTL)).scalar()
     if recent >= LINKS_PER_WINDOW:
@@ -215,17 +296,19 @@ def portal_link():
         won = db.session.execute(update(LoginLink).where(
             LoginLink.id == row.id, LoginLink.used_at.is_(None), LoginLink.expires_at > now)
             .values(used_at=now).execution_options(synchronize_session=False)).rowcount
-        if won:
-            user = find_or_provision_by_email(row.email, source="portal")
-            if user.is_active:
-                db.session.flush()
-                audit.record("user.login", "user", actor_id=user.id, user_id=user.id)
-                db.session.commit()
-                session.clear()
-                login_user(user)
-                session["last_active"] = now.isoformat()
-                return redirect(url_for("portal.home"))
-        db.session.rollback()
+        try:
+            # (a link mailed before "existing users only" was switched on must not create the user)
+            user = find_or_provision_by_email(row.email, source="portal") if won else None
+        except ProtocolError:
+            user = None
+        if user is not None and user.is_active:
+            db.session.flush()
+            audit.record("user.login", "user", actor_id=user.id, user_id=user.id,
+                         ip=request.remote_addr, user_agent=request.user_agent.string)
+            db.session.commit()
+            open_session(user, LINK, now)  # the portal only, even for an admin (see admin_required)
+            return redirect(url_for("portal.home"))
+        tx.rollback()
         usable = False
     status = 200 if usable else 410
     # the token is in this page's URL: never cache it, never leak it in a Referer

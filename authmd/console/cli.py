@@ -6,14 +6,15 @@ import click
 from .. import audit
 from ..extensions import db
 from ..models import User
-from ..users import by_email, normalize_email
+from ..users import by_email, end_sessions, normalize_email
 from ..util import ProtocolError, utcnow
 from .forms import MIN_PASSWORD
 
 
 def create_admin(email: str, password: str, *, actor_kind: str = "admin", actor_id: str = "cli",
-                 event: str | None = None) -> User:
-    """Create the admin, or promote an existing user and set the password. Caller commits."""
+                 event: str | None = None, ip=None, user_agent=None) -> User:
+    """Create the admin, or promote an existing user and set the password (which ends every session the
+    user holds: a new password shuts out whoever held the old one). Caller commits."""
     from .auth import hash_password
     from .setup import discard
     user = by_email(email)
@@ -24,9 +25,12 @@ def create_admin(email: str, password: str, *, actor_kind: str = "admin", actor_
     user.is_admin, user.is_active = True, True
     user.password_hash = hash_password(password)
     db.session.flush()
+    if not created:
+        end_sessions(user)
     discard()  # an admin exists now: a pending first-run setup link must never work
     audit.record(event or ("admin.created" if created else "admin.password_set"), actor_kind,
-                 actor_id=actor_id, user_id=user.id, **({} if created else {"existing_user": True}))
+                 actor_id=actor_id, user_id=user.id, ip=ip, user_agent=user_agent,
+                 **({} if created else {"existing_user": True}))
     return user
 
 

@@ -90,7 +90,8 @@ def deny(attempt_id):
     form = ButtonForm()
     if request.method == "POST" and form.validate_on_submit():
         try:
-            claims.deny_for_attempt(attempt_id, current_user.email, actor_id=current_user.id)
+            claims.deny_for_attempt(attempt_id, current_user.email, actor_id=current_user.id,
+                                    ip=request.remote_addr, user_agent=request.user_agent.string)
             tx.commit()
             flash("Refused. That agent cannot bind itself to your address.", "success")
         except ProtocolError as exc:
@@ -114,7 +115,8 @@ def revoke(registration_id):
         abort(404)
     form = ButtonForm()
     if request.method == "POST" and form.validate_on_submit():
-        n = revocation.revoke_registration(reg.id, actor_kind="user", actor_id=current_user.id)
+        n = revocation.revoke_registration(reg.id, actor_kind="user", actor_id=current_user.id,
+                                           ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()
         flash(f"Revoked: {n} credential(s) stopped working.", "success")
         return redirect(url_for("portal.home"))
@@ -134,7 +136,8 @@ def revoke_delegation(delegation_id):
         abort(404)
     form = ButtonForm()
     if request.method == "POST" and form.validate_on_submit():
-        n = revocation.revoke_delegation(dele.id, actor_kind="user", actor_id=current_user.id)
+        n = revocation.revoke_delegation(dele.id, actor_kind="user", actor_id=current_user.id,
+                                         ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()
         flash(f"Revoked: {n} credential(s) stopped working.", "success")
         return redirect(url_for("portal.home"))

@@ -2,8 +2,7 @@
 import json
 from datetime import datetime, timedelta
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import login_user
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import delete
 
 from .. import settings
@@ -11,6 +10,7 @@ from ..extensions import db, limiter
 from ..models import Setting, User
 from ..secrets import digest, new_token, same
 from ..util import utcnow
+from .auth import PASSWORD, open_session
 from .forms import SetupForm
 
 bp = Blueprint("console_setup", __name__)
@@ -106,11 +106,9 @@ def setup():
             abort(404)
         from .cli import create_admin
         user = create_admin(form.email.data, form.password.data, actor_kind="system", actor_id="setup",
-                            event="admin.created")
+                            event="admin.created", ip=request.remote_addr, user_agent=request.user_agent.string)
         db.session.commit()
-        session.clear()
-        login_user(user)
-        session["last_active"] = now.isoformat()
+        open_session(user, PASSWORD, now)  # a password session: the console opens
         flash(f"Welcome. {user.email} is the first admin; sign in with this email and password from now on.",
               "success")
         return redirect(url_for("admin.dashboard"))

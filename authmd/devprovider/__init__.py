@@ -6,18 +6,22 @@ from datetime import datetime
 
 from flask import Blueprint, current_app, jsonify
 
+from ..trust.verify import ID_JAG_TYP, LOGOUT_TYP, REVOKED_EVENT
+
 PATH = "/dev-provider"
 KEY_FILE = "dev-provider-key.pem"
-ID_JAG_TYP = "oauth-id-jag+jwt"
-LOGOUT_TYP = "logout+jwt"
-REVOKED_EVENT = "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked"
 
 bp = Blueprint("devprovider", __name__)
 
 
 def register(app):
-    """Serve the JWKS. Nothing is read or created here: the key is made by init-db or on first use."""
+    """Serve the JWKS, hand its keys to the trust room in-process, and trust the provider at init-db.
+    Nothing is read or created here: the key is made by init-db or on first use."""
+    from ..cli import on_init_db
+    from ..trust.jwks import register_local_jwks
     app.register_blueprint(bp)
+    register_local_jwks(app, jwks_url, jwks)
+    on_init_db(app, ensure_trusted)
 
 
 @bp.get(PATH + "/.well-known/jwks.json")
@@ -103,9 +107,9 @@ def mint_logout_token(sub: str, aud: str | None = None) -> str:
 
 def ensure_trusted() -> bool:
     """Create the key and add the provider to the trust list (init-db). Returns True when added. Caller commits."""
-    from authmd import trust
+    from ..trust import issuers
     key()
-    if trust.get_issuer(issuer()) is not None:
+    if issuers.get(issuer()) is not None:
         return False
-    trust.add_issuer(issuer(), name="Development provider (local)", actor="init-db")
+    issuers.add(issuer(), name="Development provider (local)", actor="init-db")
     return True

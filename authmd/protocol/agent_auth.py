@@ -89,6 +89,6 @@ def challenge():
                scope="complete-registration", exempt_when=rl.lacks_field("claim_token"))
 def complete():
     body = json_body({"claim_token": (TOKEN_MAX, True), "otp": (32, True)})
-    answer = claims.complete(body["claim_token"], body["otp"])
+    answer = claims.complete(body["claim_token"], body["otp"], ip=request.remote_addr, user_agent=_ua())
     db.session.commit()
     return _no_store(answer)

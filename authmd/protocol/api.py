@@ -63,11 +63,16 @@ def identity() -> dict:
                            "registration_id": reg.id}}
 
 
+# jsonify's output, as every agent-facing answer has it (compact, keys in written order, ASCII, a final
+# newline: errors.register sets the app's JSON style), with the encoder built once: jsonify's provider
+# lookup showed up in the hot path's profile
+_ENCODE = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
 @bp.get("/api/resource")
 @require_credential()
 def read_resource():
-    # json.dumps straight into a Response: jsonify's provider lookup showed up in the hot path's profile
-    body = json.dumps({"message": "Hello from the protected resource.", **identity()})
+    body = _ENCODE({"message": "Hello from the protected resource.", **identity()}) + "\n"
     return current_app.response_class(body, mimetype="application/json")
 
 

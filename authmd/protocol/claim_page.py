@@ -45,7 +45,7 @@ def act():
     action = request.form.get("action", "reveal")
     try:
         if action == "deny":
-            claims.deny(token)
+            claims.deny(token, ip=request.remote_addr, user_agent=printable(request.user_agent.string))
             tx.commit()
             return _page(token, attempt, "denied")
         answer = claims.mint_code(token, ip=request.remote_addr, user_agent=printable(request.user_agent.string))

@@ -1,11 +1,12 @@
 """Protocol errors room: every failure an agent sees is JSON {"error", "message"}."""
 import logging
 
-from flask import current_app, jsonify, render_template, request
+from flask import jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from .. import tx
 from ..util import ProtocolError
+from .body import json_object
 
 log = logging.getLogger("authmd")
 
@@ -20,10 +21,16 @@ HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404
 
 
 def wants_json() -> bool:
+    """JSON for an agent-facing path (the claim page is for people), for a client that prefers JSON to
+    HTML in its Accept header, or one that sent a JSON body; HTML otherwise. Unmatched URLs included
+    (/auth.md promises agents JSON for any path)."""
     path = request.path
-    if path.startswith(HTML_PREFIXES):
-        return False
-    return path.startswith(JSON_PREFIXES) or path == "/agent/auth"
+    if not path.startswith(HTML_PREFIXES) and (path.startswith(JSON_PREFIXES) or path == "/agent/auth"):
+        return True
+    if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
+        return True
+    accept = request.accept_mimetypes
+    return accept["application/json"] > accept["text/html"]
 
 
 def json_error(status: int, code: str, message: str, headers: dict | None = None, extra: dict | None = None):
@@ -42,6 +49,11 @@ def html_error(status: int, title: str, message: str):
 
 
 def register(app):
+    # one JSON style for every answer: compact (jsonify's production form, in debug mode too), keys in the
+    # order the code writes them (error before message, issuer first in the metadata, as the RFCs show them)
+    app.json.compact = True
+    app.json.sort_keys = False
+
     @app.errorhandler(ProtocolError)
     def protocol_error(exc: ProtocolError):
         tx.rollback()
@@ -77,22 +89,12 @@ def register(app):
 
 
 def json_body(fields: dict) -> dict:
-    """The request's JSON object, with each named field a string of at most the given length.
+    """The request's JSON object (parsed once per request, body.json_object), with each named field a string
+    of at most the given length.
 
     fields: {name: (max_length, required)}. Unknown extra fields are ignored (forward compatible).
     """
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    if limit and (request.content_length or 0) > limit:
-        # the size is known before the type: a huge body is 413 whatever it claims to be (spec §6)
-        raise ProtocolError(413, "request_too_large", "The request body is larger than 64 KiB.")
-    ctype = request.mimetype
-    if ctype != "application/json":
-        raise ProtocolError(415, "unsupported_media_type", "Send the body as Content-Type: application/json.")
-    data = request.get_json(silent=True)
-    if data is None:
-        raise ProtocolError(400, "invalid_request", "The body is not valid JSON.")
-    if not isinstance(data, dict):
-        raise ProtocolError(400, "invalid_request", "The body must be a JSON object.")
+    data = json_object()
     out = {}
     for name, (max_len, required) in fields.items():
         value = data.get(name)

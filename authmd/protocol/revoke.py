@@ -2,8 +2,9 @@
 from flask import Blueprint, jsonify, request
 
 from .. import idjag
-from ..extensions import db
-from ..util import ProtocolError
+from .. import ratelimit as rl
+from ..extensions import db, limiter
+from ..util import ProtocolError, printable
 
 bp = Blueprint("revoke", __name__)
 
@@ -28,9 +29,10 @@ def _logout_token() -> str:
 
 
 @bp.post("/agent/auth/revoke")
+@limiter.limit(rl.limit_value("RATELIMIT_REVOKE_PER_IP"), scope="revoke-ip", deduct_when=rl.refused)
 def revoke():
     token = _logout_token()
-    answer = idjag.revoke(token, ip=request.remote_addr, user_agent=request.user_agent.string or None)
+    answer = idjag.revoke(token, ip=request.remote_addr, user_agent=printable(request.user_agent.string))
     db.session.commit()
     resp = jsonify(answer)
     resp.headers["Cache-Control"] = "no-store"

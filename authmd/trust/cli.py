@@ -2,8 +2,17 @@
 import click
 from flask.cli import AppGroup
 
-from . import trust
-from .extensions import db
+from ..extensions import db
+from . import issuers
+from .jwks import jwks_uri_of
+
+# the option that set each field, to name it in an error
+OPTIONS = {"issuer": "ISSUER", "name": "--name", "jwks_uri": "--jwks-uri", "algorithms": "--algorithm",
+           "scopes": "--scope", "require_amr": "--require-amr", "allowed_client_ids": "--client-id"}
+
+
+def _fail(exc: issuers.IssuerError):
+    raise click.ClickException("\n".join(f"{OPTIONS.get(f, f)}: {m}" for f, m in exc.errors.items())) from None
 
 
 def register(app):
@@ -17,26 +26,25 @@ def register(app):
     @click.option("--require-amr", default=None, help="An amr value the ID-JAG must carry, e.g. mfa.")
     @click.option("--client-id", "client_ids", multiple=True, help="An allowed client_id (repeat; default: any).")
     @click.option("--algorithm", "algorithms", multiple=True,
-                  help=f"An allowed signing algorithm (repeat; default: {' '.join(trust.DEFAULT_ALGORITHMS)}).")
+                  help=f"An allowed signing algorithm (repeat; default: {' '.join(issuers.DEFAULT_ALGORITHMS)}).")
     @click.option("--allow-private-jwks", is_flag=True, default=False,
                   help="Allow a JWKS URL on a private or link-local address (SSRF guard off for this issuer).")
     @click.option("--disabled", is_flag=True, default=False, help="Add it switched off.")
     def add(issuer, jwks_uri, name, scopes, require_amr, client_ids, algorithms, allow_private_jwks, disabled):
         """Trust ISSUER (its exact iss value; https, or http on a loopback host)."""
         try:
-            row = trust.add_issuer(issuer, jwks_uri=jwks_uri, name=name, scopes=list(scopes),
-                                   require_amr=require_amr, client_ids=list(client_ids),
-                                   algorithms=list(algorithms), allow_private_jwks=allow_private_jwks,
-                                   enabled=not disabled)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+            row = issuers.add(issuer, jwks_uri=jwks_uri, name=name, scopes=scopes, require_amr=require_amr,
+                              allowed_client_ids=client_ids, algorithms=algorithms,
+                              allow_private_jwks=allow_private_jwks, enabled=not disabled, actor="cli")
+        except issuers.IssuerError as exc:
+            _fail(exc)
         db.session.commit()
-        click.echo(f"trusted {row.issuer} (JWKS {trust.jwks_uri_of(row)})")
+        click.echo(f"trusted {row.issuer} (JWKS {jwks_uri_of(row)})")
 
     @group.command("list")
     def list_():
         """List trusted issuers: issuer, state, JWKS, algorithms, scopes, policy."""
-        rows = trust.list_issuers()
+        rows = issuers.list_all()
         if not rows:
             click.echo("no trusted issuers")
         for r in rows:
@@ -47,15 +55,15 @@ def register(app):
                 policy.append(f"client_id={','.join(r.allowed_client_ids.split())}")
             if r.allow_private_jwks:
                 policy.append("private-jwks")
-            click.echo("\t".join([r.issuer, "enabled" if r.enabled else "disabled", trust.jwks_uri_of(r),
+            click.echo("\t".join([r.issuer, "enabled" if r.enabled else "disabled", jwks_uri_of(r),
                                   r.algorithms, r.scopes or "(post-claim scopes)", " ".join(policy) or "-",
                                   r.name or ""]))
 
     def _toggle(issuer, enabled):
         try:
-            trust.set_enabled(issuer, enabled)
-        except LookupError as exc:
-            raise click.ClickException(str(exc)) from None
+            issuers.set_enabled(issuer, enabled, actor="cli")
+        except issuers.IssuerError as exc:
+            _fail(exc)
         db.session.commit()
         click.echo(f"{'enabled' if enabled else 'disabled'} {issuer}")
 
@@ -76,9 +84,9 @@ def register(app):
     def remove(issuer):
         """Remove ISSUER from the trust list (credentials it vouched for stay until revoked or expired)."""
         try:
-            trust.remove_issuer(issuer)
-        except LookupError as exc:
-            raise click.ClickException(str(exc)) from None
+            issuers.remove(issuer, actor="cli")
+        except issuers.IssuerError as exc:
+            _fail(exc)
         db.session.commit()
         click.echo(f"removed {issuer}")
 
