@@ -103,6 +103,8 @@ def add_issuer(issuer: str, *, jwks_uri=None, name="", scopes=None, require_amr=
     db.session.flush()
     audit.record("issuer.added", "admin", actor_id=actor, iss=issuer, name=row.name,
                  scopes=row.scopes, require_amr=row.require_amr, algorithms=row.algorithms)
+    from .authdoc import config_changed
+    config_changed()  # the discovery documents list the enabled issuers
     return row
 
 
@@ -112,6 +114,8 @@ def set_enabled(issuer: str, enabled: bool, actor="cli") -> TrustedIssuer:
         raise LookupError(f"{issuer} is not in the trust list")
     row.enabled = enabled
     audit.record("issuer.enabled" if enabled else "issuer.disabled", "admin", actor_id=actor, iss=issuer)
+    from .authdoc import config_changed
+    config_changed()
     return row
 
 
@@ -123,6 +127,8 @@ def remove_issuer(issuer: str, actor="cli") -> None:
     db.session.delete(row)
     forget(row.issuer)
     audit.record("issuer.removed", "admin", actor_id=actor, iss=issuer)
+    from .authdoc import config_changed
+    config_changed()
 
 
 def jwks_uri_of(row: TrustedIssuer) -> str:

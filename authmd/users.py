@@ -1,7 +1,9 @@
-"""Users room: who a registration belongs to (verified email, or a user provisioned just in time)."""
+"""Users room: who a registration belongs to (verified email, or a user provisioned just in time), and an
+admin's changes to an account (disable, enable, promote, demote)."""
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 
+from . import audit
 from .extensions import db
 from .models import Delegation, User
 from .rawsql import Prepared
@@ -124,3 +126,45 @@ def provision(plan: tuple, *, email=None, phone=None, now=None) -> int:
         user_id = _INSERT.first(dict(email=None, email_verified=False, phone=phone, phone_verified=True,
                                      created_at=now or utcnow(), source="id_jag"))[0]
     return user_id
+
+
+# --- an admin's changes to an account: (column, new value, audit event), one implementation each -------------
+_ACCOUNT_CHANGES = {"disable": ("is_active", False, "user.disabled"), "enable": ("is_active", True, "user.enabled"),
+                    "promote": ("is_admin", True, "user.promoted"), "demote": ("is_admin", False, "user.demoted")}
+# an admin who disables or demotes their own account can lock everyone out of the console
+_NOT_ON_ONESELF = ("disable", "demote")
+
+
+def check_account_change(action: str, user_id: int, by_user_id) -> None:
+    """409 when the admin by_user_id may not do this to the account (a confirmation page asks first)."""
+    if action in _NOT_ON_ONESELF and user_id == by_user_id:
+        raise ProtocolError(409, "invalid_request", "You cannot do that to your own account.")
+
+
+def _change_account(action: str, user_id: int, by_user_id, actor_id) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise ProtocolError(404, "not_found", f"No user #{user_id}.")
+    check_account_change(action, user.id, by_user_id)
+    column, value, event = _ACCOUNT_CHANGES[action]
+    setattr(user, column, value)
+    audit.record(event, "admin", actor_id=actor_id, user_id=user.id)
+    return user
+
+
+def disable(user_id: int, *, by_user_id=None, actor_id=None) -> User:
+    """Every credential of the user stops working at once (the hot path checks the account) and the user can
+    no longer sign in."""
+    return _change_account("disable", user_id, by_user_id, actor_id)
+
+
+def enable(user_id: int, *, by_user_id=None, actor_id=None) -> User:
+    return _change_account("enable", user_id, by_user_id, actor_id)
+
+
+def promote(user_id: int, *, by_user_id=None, actor_id=None) -> User:
+    return _change_account("promote", user_id, by_user_id, actor_id)
+
+
+def demote(user_id: int, *, by_user_id=None, actor_id=None) -> User:
+    return _change_account("demote", user_id, by_user_id, actor_id)

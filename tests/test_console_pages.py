@@ -279,15 +279,36 @@ def test_audit_filter_and_streamed_exports(app, admin_client):
     assert admin_client.get("/console/audit?user=abc").status_code == 400
 
 
-def test_audit_export_reads_in_batches(app, admin_client, monkeypatch):
-    from authmd.console import admin
-    monkeypatch.setattr(admin, "EXPORT_BATCH", 2)
+def test_audit_export_reads_every_matching_row_once_in_keyset_batches(app, admin_client, monkeypatch):
+    from sqlalchemy import event
+
+    from authmd import queries
+    monkeypatch.setattr(queries, "EXPORT_BATCH", 2)
     agent = app.test_client()
     for _ in range(3):
-        register(agent)
-    rows = admin_client.get("/console/audit/export.jsonl").get_data(as_text=True).splitlines()
-    ids = [json.loads(x)["id"] for x in rows]
-    assert len(ids) >= 6 and ids == sorted(set(ids), reverse=True)
+        register(agent)  # registration.created + credential.issued each, after admin.created and admin.login
+    with app.app_context():
+        every = [i for (i,) in db.session.execute(db.select(AuditEvent.id).order_by(AuditEvent.id.desc()))]
+        issued = [i for (i,) in db.session.execute(db.select(AuditEvent.id).where(
+            AuditEvent.event == "credential.issued").order_by(AuditEvent.id.desc()))]
+        engine = db.engine
+    reads = []
+
+    def count_reads(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM audit_events" in statement:
+            reads.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count_reads)
+    try:
+        rows = admin_client.get("/console/audit/export.jsonl").get_data(as_text=True).splitlines()
+        batches = len(reads)
+        filtered = admin_client.get("/console/audit/export.jsonl?event=credential.*").get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", count_reads)
+    assert len(every) == 8 and [json.loads(x)["id"] for x in rows] == every  # all of them, once, newest first
+    assert batches >= 4, f"{len(every)} rows in batches of 2 took {batches} read(s)"
+    # the filter holds in every batch, not only in the first
+    assert [json.loads(x)["id"] for x in filtered.splitlines()] == issued and len(issued) == 3
 
 
 def test_outbox_shows_held_mail(app, admin_client):

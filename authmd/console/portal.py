@@ -7,6 +7,7 @@ from ..extensions import db
 from ..models import ClaimAttempt, Credential, Delegation, Registration
 from ..util import ProtocolError, utcnow
 from .auth import user_required
+from .confirm import confirm_then_revoke
 from .forms import ButtonForm
 
 bp = Blueprint("portal", __name__, url_prefix="/portal")
@@ -106,41 +107,30 @@ def deny(attempt_id):
                            back=url_for("portal.home"))
 
 
+def _revoke_mine(model, target_id, *, count, revoke, title: str, message):
+    """The confirm-then-revoke page for one of the signed-in user's own registrations or delegations; 404 for
+    anyone else's, as for one that does not exist."""
+    row = db.session.get(model, target_id)
+    if row is None or row.user_id != current_user.id:
+        abort(404)
+    return confirm_then_revoke(
+        revoke=lambda: revoke(row.id, actor_kind="user", actor_id=current_user.id), count=lambda: count(row.id),
+        title=title, message=message(row), action=request.path, back=url_for("portal.home"),
+        done="Revoked: {n} credential(s) stopped working.")
+
+
 @bp.route("/agents/<registration_id>/revoke", methods=["GET", "POST"])
 @user_required
 def revoke(registration_id):
-    reg = db.session.get(Registration, registration_id)
-    if reg is None or reg.user_id != current_user.id:
-        abort(404)
-    form = ButtonForm()
-    if request.method == "POST" and form.validate_on_submit():
-        n = revocation.revoke_registration(reg.id, actor_kind="user", actor_id=current_user.id)
-        db.session.commit()
-        flash(f"Revoked: {n} credential(s) stopped working.", "success")
-        return redirect(url_for("portal.home"))
-    return render_template("console/confirm.html", form=form, title=f"Revoke agent {reg.id}?",
-                           message="Its next call fails. The agent must register again to get access.",
-                           count=revocation.count_registration(reg.id),
-                           count_label="live credential(s) will stop working",
-                           action=url_for("portal.revoke", registration_id=reg.id), button="Revoke",
-                           back=url_for("portal.home"))
+    return _revoke_mine(Registration, registration_id, count=revocation.count_registration,
+                        revoke=revocation.revoke_registration, title=f"Revoke agent {registration_id}?",
+                        message=lambda reg: "Its next call fails. The agent must register again to get access.")
 
 
 @bp.route("/delegations/<int:delegation_id>/revoke", methods=["GET", "POST"])
 @user_required
 def revoke_delegation(delegation_id):
-    dele = db.session.get(Delegation, delegation_id)
-    if dele is None or dele.user_id != current_user.id:
-        abort(404)
-    form = ButtonForm()
-    if request.method == "POST" and form.validate_on_submit():
-        n = revocation.revoke_delegation(dele.id, actor_kind="user", actor_id=current_user.id)
-        db.session.commit()
-        flash(f"Revoked: {n} credential(s) stopped working.", "success")
-        return redirect(url_for("portal.home"))
-    return render_template("console/confirm.html", form=form, title="Revoke this provider delegation?",
-                           message=f"{dele.agent_platform or dele.iss} loses every credential it holds for you.",
-                           count=revocation.count_delegation(dele.id),
-                           count_label="live credential(s) will stop working",
-                           action=url_for("portal.revoke_delegation", delegation_id=dele.id), button="Revoke",
-                           back=url_for("portal.home"))
+    return _revoke_mine(Delegation, delegation_id, count=revocation.count_delegation,
+                        revoke=revocation.revoke_delegation, title="Revoke this provider delegation?",
+                        message=lambda dele: f"{dele.agent_platform or dele.iss} loses every credential it holds "
+                                             "for you.")
