@@ -27,8 +27,9 @@ def when(value, seconds: bool = False, empty: str = "") -> Markup:
     dt = _as_datetime(value)
     if dt is None:
         return Markup(escape(empty))
-    shown = dt.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
-    return Markup('<time datetime="{}">{} UTC</time>').format(iso(dt), shown)
+    # the day and the time each stay whole: a narrow cell wraps between them, never inside "2026-05-01"
+    return Markup('<time datetime="{}"><span class="nowrap">{}</span> <span class="nowrap">{} UTC</span></time>').format(
+        iso(dt), dt.strftime("%Y-%m-%d"), dt.strftime("%H:%M:%S" if seconds else "%H:%M"))
 
 
 def plural(word: str, n) -> str:
@@ -68,12 +69,12 @@ def relative(value, now=None) -> str:
     return ""
 
 
-_SEPARATORS = re.compile(r"([/.:_@,&=?-])")
+_SEPARATORS = re.compile(r"([/.:@,&=?_])")
 
 
 def breakable(value) -> Markup:
-    """Text that may wrap only after a separator (/ . : _ @ , & = ? -), never inside a word: a long URL or JSON
-    value in a table cell wraps where a reader expects it."""
+    """Text that may wrap at its spaces and after a separator (/ . : @ , & = ? _), never inside a word: a long
+    URL, id or JSON value in a cell wraps where a reader expects it."""
     pieces = _SEPARATORS.split("" if value is None else str(value))  # separators at the odd indexes
     return Markup("").join(escape(p) + (Markup("<wbr>") if i % 2 else "") for i, p in enumerate(pieces))
 
