@@ -76,7 +76,7 @@ def dashboard(now=None) -> dict:
 
 
 def recent_events(limit: int = 15) -> list[AuditEvent]:
-    return list(db.session.execute(db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)).scalars())
+    return _all(db.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit))
 
 
 # --- lists, newest first, a page at a time ---------------------------------------------------------------------
@@ -117,6 +117,10 @@ def registrations(*, flow=None, status=None, email=None, issuer=None, since=None
     return rows, f"{last.created_at.isoformat()}~{last.id}"
 
 
+def _all(stmt) -> list:
+    return list(db.session.execute(stmt).scalars())
+
+
 def registration_exists(registration_id: str) -> bool:
     return db.session.get(Registration, registration_id) is not None
 
@@ -126,16 +130,13 @@ def registration_detail(registration_id: str) -> dict | None:
     reg = db.session.get(Registration, registration_id)
     if reg is None:
         return None
-    return {
-        "reg": reg,
-        "creds": list(db.session.execute(db.select(Credential).where(Credential.registration_id == reg.id)
-                                         .order_by(Credential.id)).scalars()),
-        "delegation": db.session.get(Delegation, reg.delegation_id) if reg.delegation_id else None,
-        "attempts": list(db.session.execute(db.select(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id)
-                                            .order_by(ClaimAttempt.created_at)).scalars()),
-        "events": list(db.session.execute(db.select(AuditEvent).where(AuditEvent.registration_id == reg.id)
-                                          .order_by(AuditEvent.id).limit(500)).scalars()),
-    }
+    return {"reg": reg,
+            "creds": _all(db.select(Credential).where(Credential.registration_id == reg.id).order_by(Credential.id)),
+            "delegation": db.session.get(Delegation, reg.delegation_id) if reg.delegation_id else None,
+            "attempts": _all(db.select(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id)
+                             .order_by(ClaimAttempt.created_at)),
+            "events": _all(db.select(AuditEvent).where(AuditEvent.registration_id == reg.id)
+                           .order_by(AuditEvent.id).limit(500))}
 
 
 def delegations(*, issuer=None, user_id=None, before=None) -> tuple[list, int | None]:
@@ -161,14 +162,12 @@ def user_detail(user_id: int) -> dict | None:
     row = db.session.get(User, user_id)
     if row is None:
         return None
-    return {
-        "row": row,
-        "regs": list(db.session.execute(db.select(Registration).where(Registration.user_id == row.id)
-                                        .order_by(Registration.created_at.desc()).limit(200)).scalars()),
-        "dels": list(db.session.execute(db.select(Delegation).where(Delegation.user_id == row.id)
-                                        .order_by(Delegation.id.desc()).limit(200)).scalars()),
-        "live_count": revocation.count_user(row.id),
-    }
+    return {"row": row,
+            "regs": _all(db.select(Registration).where(Registration.user_id == row.id)
+                         .order_by(Registration.created_at.desc()).limit(200)),
+            "dels": _all(db.select(Delegation).where(Delegation.user_id == row.id).order_by(Delegation.id.desc())
+                         .limit(200)),
+            "live_count": revocation.count_user(row.id)}
 
 
 def outbox(*, to=None, before=None) -> tuple[list, int | None]:

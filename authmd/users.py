@@ -135,17 +135,20 @@ _ACCOUNT_CHANGES = {"disable": ("is_active", False, "user.disabled"), "enable": 
 _NOT_ON_ONESELF = ("disable", "demote")
 
 
-def check_account_change(action: str, user_id: int, by_user_id) -> None:
-    """409 when the admin by_user_id may not do this to the account (a confirmation page asks first)."""
+def account_change_refused(action: str, user_id: int, by_user_id) -> str | None:
+    """Why the admin by_user_id may not do this to the account, or None (a confirmation page asks first)."""
     if action in _NOT_ON_ONESELF and user_id == by_user_id:
-        raise ProtocolError(409, "invalid_request", "You cannot do that to your own account.")
+        return "You cannot do that to your own account."
+    return None
 
 
 def _change_account(action: str, user_id: int, by_user_id, actor_id) -> User:
     user = db.session.get(User, user_id)
     if user is None:
         raise ProtocolError(404, "not_found", f"No user #{user_id}.")
-    check_account_change(action, user.id, by_user_id)
+    refused = account_change_refused(action, user.id, by_user_id)
+    if refused:
+        raise ProtocolError(409, "invalid_request", refused)
     column, value, event = _ACCOUNT_CHANGES[action]
     setattr(user, column, value)
     audit.record(event, "admin", actor_id=actor_id, user_id=user.id)

@@ -5,13 +5,12 @@ import json
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import authdoc, tx
+from .. import authdoc
 from ..extensions import db
 from ..models import AuthDocVersion, User
-from ..util import ProtocolError
 from . import docs
 from .auth import admin_required
-from .common import _confirm_form_ok, actor, bp
+from .common import _confirm_form_ok, actor, bp, run
 from .forms import AuthDocForm, ButtonForm
 
 
@@ -47,16 +46,13 @@ def authmd():
             form.body.errors.append(error)
             status = 400
     else:
-        try:
-            row = authdoc.publish(form.body.data, form.note.data, user_id=current_user.id, actor_id=actor())
-            db.session.commit()
-        except ProtocolError as exc:
-            tx.rollback()
-            form.body.errors.append(exc.message)
-            status = 400
-        else:
+        row, refused = run(authdoc.publish, form.body.data, form.note.data, user_id=current_user.id,
+                           actor_id=actor())
+        if not refused:
             flash(f"Published version {row.id}. /auth.md serves it now.", "success")
             return redirect(url_for("admin.authmd"))
+        form.body.errors.append(refused.message)
+        status = 400
     versions = list(db.session.execute(db.select(AuthDocVersion).order_by(AuthDocVersion.id.desc())
                                        .limit(10)).scalars())
     return render_template("console/authmd.html", form=form, preview_html=preview_html, drift=drift,
@@ -102,14 +98,11 @@ def authmd_version(version_id):
 def authmd_rollback(version_id):
     if not _confirm_form_ok():
         abort(400)
-    try:
-        new = authdoc.rollback(version_id, user_id=current_user.id, actor_id=actor())
-        db.session.commit()
-    except ProtocolError as exc:
-        tx.rollback()
-        if exc.status == 404:
+    new, refused = run(authdoc.rollback, version_id, user_id=current_user.id, actor_id=actor())
+    if refused:
+        if refused.status == 404:
             abort(404)
-        flash(exc.message, "error")
+        flash(refused.message, "error")
         return redirect(url_for("admin.authmd_history"))
     flash(f"Version {version_id} is published again as version {new.id}.", "success")
     return redirect(url_for("admin.authmd_history"))

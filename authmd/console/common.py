@@ -5,7 +5,9 @@ from datetime import date, datetime, timedelta
 from flask import Blueprint
 from flask_login import current_user
 
-from .. import settings
+from .. import settings, tx
+from ..extensions import db
+from ..util import ProtocolError
 from .forms import ButtonForm
 
 bp = Blueprint("admin", __name__, url_prefix="/console")
@@ -24,6 +26,18 @@ def actor() -> str:
 
 def _confirm_form_ok() -> bool:
     return ButtonForm().validate_on_submit()
+
+
+def run(fn, *args, **kwargs) -> tuple:
+    """Call one domain function and commit once: (its result, None). When it refuses (ProtocolError), the
+    request's transaction ends the one way (tx.rollback) and the answer is (None, the error) for the page."""
+    try:
+        result = fn(*args, **kwargs)
+        db.session.commit()
+    except ProtocolError as exc:
+        tx.rollback()
+        return None, exc
+    return result, None
 
 
 # --- list filters: a query string's text → plain values for authmd.queries, errors shown beside the field -------

@@ -2,12 +2,11 @@
 does the work, as it does for `flask scopes`)."""
 from flask import abort, flash, redirect, render_template, request, url_for
 
-from .. import scopes, tx
+from .. import scopes
 from ..extensions import db
 from ..models import Scope
-from ..util import ProtocolError
 from .auth import admin_required
-from .common import actor, bp
+from .common import actor, bp, run
 from .forms import ButtonForm, ScopeForm
 
 
@@ -25,16 +24,12 @@ def scopes_page():
     if request.method == "GET":
         form.position.data = scopes.next_position()
     elif form.validate_on_submit():
-        try:
-            row = scopes.add(form.name.data, actor_id=actor(), **_flags(form))
-            db.session.commit()
-        except ProtocolError as exc:
-            tx.rollback()
-            form.name.errors.append(exc.message)
-            status = 400
-        else:
+        row, refused = run(scopes.add, form.name.data, actor_id=actor(), **_flags(form))
+        if not refused:
             flash(f"Added scope {row.name}.", "success")
             return redirect(url_for("admin.scopes"))
+        form.name.errors.append(refused.message)
+        status = 400
     else:
         status = 400
     rows = list(db.session.execute(db.select(Scope).order_by(Scope.position, Scope.name)).scalars())

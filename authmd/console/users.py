@@ -3,12 +3,11 @@
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import queries, revocation, tx, users as users_room
+from .. import queries, revocation, users as users_room
 from ..extensions import db
 from ..models import User
-from ..util import ProtocolError
 from .auth import admin_required
-from .common import actor, bp, int_arg, next_page, text_arg
+from .common import actor, bp, int_arg, next_page, run, text_arg
 from .forms import ButtonForm
 
 ACTIONS = {"disable": users_room.disable, "enable": users_room.enable, "promote": users_room.promote,
@@ -46,16 +45,16 @@ def user_action(user_id, action):
     row = db.session.get(User, user_id) or abort(404)
     back = url_for("admin.user", user_id=user_id)
     form = ButtonForm()
-    try:
-        users_room.check_account_change(action, row.id, current_user.id)
-        if request.method == "POST" and form.validate_on_submit():
-            ACTIONS[action](user_id, by_user_id=current_user.id, actor_id=actor())
-            db.session.commit()
+    if request.method == "POST" and form.validate_on_submit():
+        _, refused = run(ACTIONS[action], user_id, by_user_id=current_user.id, actor_id=actor())
+        if not refused:
             flash(f"User {row.email}: {action} done.", "success")
             return redirect(back)
-    except ProtocolError as exc:
-        tx.rollback()
-        flash(exc.message, "error")
+        refused = refused.message
+    else:  # the page asks only what may be done
+        refused = users_room.account_change_refused(action, row.id, current_user.id)
+    if refused:
+        flash(refused, "error")
         return redirect(back)
     title, message, counted = TEXTS[action]
     return render_template("console/confirm.html", form=form, title=title.format(row.email), message=message,
