@@ -117,6 +117,11 @@ def registrations(*, flow=None, status=None, email=None, issuer=None, since=None
     return rows, f"{last.created_at.isoformat()}~{last.id}"
 
 
+def is_live(cred: Credential, now=None) -> bool:
+    """What credentials.live() says in SQL, for a loaded credential: not revoked, not expired."""
+    return cred.revoked_at is None and (cred.expires_at is None or cred.expires_at > (now or utcnow()))
+
+
 def _all(stmt) -> list:
     return list(db.session.execute(stmt).scalars())
 
@@ -175,6 +180,39 @@ def outbox(*, to=None, before=None) -> tuple[list, int | None]:
     if to:
         stmt = stmt.where(OutboxMail.to_addr == to)
     return _page_by_id(stmt, OutboxMail.id, before)
+
+
+# --- the portal: one user's own -----------------------------------------------------------------------------
+def pending_claims(email: str) -> list[ClaimAttempt]:
+    """The claims waiting for this address: a portal user answers them."""
+    now = utcnow()
+    return list(db.session.execute(
+        db.select(ClaimAttempt).join(Registration, Registration.id == ClaimAttempt.registration_id)
+        .where(ClaimAttempt.email == email, ClaimAttempt.status == "initiated",
+               ClaimAttempt.link_expires_at > now, Registration.status == "pending")
+        .order_by(ClaimAttempt.created_at.desc()).limit(50)).scalars())
+
+
+def my_agents(user_id: int) -> tuple[list, dict, list]:
+    """A user's registrations (with their live scopes and last use) and delegations, for the portal."""
+    regs = list(db.session.execute(db.select(Registration).where(Registration.user_id == user_id)
+                                   .order_by(Registration.created_at.desc()).limit(200)).scalars())
+    creds = {}
+    if regs:
+        for c in db.session.execute(db.select(Credential).where(
+                Credential.registration_id.in_([r.id for r in regs])).order_by(Credential.id)).scalars():
+            creds.setdefault(c.registration_id, []).append(c)
+    now = utcnow()
+    summary = {}
+    for reg_id, cs in creds.items():
+        live = [c for c in cs if is_live(c, now)]
+        used = [c.last_used_at for c in cs if c.last_used_at]
+        summary[reg_id] = {"scopes": " ".join(dict.fromkeys(s for c in live for s in c.scope_list)),
+                           "last_used": max(used) if used else None}
+    dels = list(db.session.execute(db.select(Delegation).where(Delegation.user_id == user_id)
+                                   .order_by(Delegation.last_seen.desc()).limit(200)).scalars())
+    return regs, summary, dels
+
 
 
 # --- the audit log -----------------------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import claims, revocation, scopes, settings, tx
+from .. import claims, queries, revocation, scopes, settings, tx
 from ..extensions import db
-from ..models import ClaimAttempt, Credential, Delegation, Registration
-from ..util import ProtocolError, utcnow
+from ..models import Delegation, Registration
+from ..util import ProtocolError
 from .auth import user_required
 from .confirm import confirm_then_revoke
 from .forms import ButtonForm
@@ -19,39 +19,10 @@ def _ctx():
             "logout_form": ButtonForm()}
 
 
-def pending_claims(email: str) -> list[ClaimAttempt]:
-    now = utcnow()
-    return list(db.session.execute(
-        db.select(ClaimAttempt).join(Registration, Registration.id == ClaimAttempt.registration_id)
-        .where(ClaimAttempt.email == email, ClaimAttempt.status == "initiated",
-               ClaimAttempt.link_expires_at > now, Registration.status == "pending")
-        .order_by(ClaimAttempt.created_at.desc()).limit(50)).scalars())
-
-
-def my_agents(user_id: int):
-    regs = list(db.session.execute(db.select(Registration).where(Registration.user_id == user_id)
-                                   .order_by(Registration.created_at.desc()).limit(200)).scalars())
-    creds = {}
-    if regs:
-        for c in db.session.execute(db.select(Credential).where(
-                Credential.registration_id.in_([r.id for r in regs])).order_by(Credential.id)).scalars():
-            creds.setdefault(c.registration_id, []).append(c)
-    now = utcnow()
-    summary = {}
-    for reg_id, cs in creds.items():
-        live = [c for c in cs if c.revoked_at is None and (c.expires_at is None or c.expires_at > now)]
-        used = [c.last_used_at for c in cs if c.last_used_at]
-        summary[reg_id] = {"scopes": " ".join(dict.fromkeys(s for c in live for s in c.scope_list)),
-                           "last_used": max(used) if used else None}
-    dels = list(db.session.execute(db.select(Delegation).where(Delegation.user_id == user_id)
-                                   .order_by(Delegation.last_seen.desc()).limit(200)).scalars())
-    return regs, summary, dels
-
-
 def _home(code=None, code_for=None, error=None, status=200):
     email = current_user.email
-    attempts = pending_claims(email) if email else []
-    regs, creds, dels = my_agents(current_user.id)
+    attempts = queries.pending_claims(email) if email else []
+    regs, creds, dels = queries.my_agents(current_user.id)
     resp = Response(render_template(
         "portal/home.html", attempts=attempts, agent=claims.agent_description, post_claim=scopes.post_claim(),
         regs=regs, creds=creds, dels=dels, form=ButtonForm(), code=code, code_for=code_for, error=error), status=status)

@@ -36,8 +36,7 @@ def registrations():
 def registration(registration_id):
     detail = queries.registration_detail(registration_id) or abort(404)
     now = utcnow()
-    return render_template("console/registration.html", **detail, now=now,
-                           live=lambda c: c.revoked_at is None and (c.expires_at is None or c.expires_at > now))
+    return render_template("console/registration.html", **detail, now=now, live=lambda c: queries.is_live(c, now))
 
 
 # kind → (target type, count, revoke, what the title calls it, how many registrations it ends, if it says)
