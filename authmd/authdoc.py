@@ -195,8 +195,10 @@ def _at_line(exc: Exception) -> str:
     return f" on line {line}" if line else ""
 
 
-def publish(body: str, note: str = "", *, user_id=None, actor_id=None, rollback_of=None) -> AuthDocVersion:
-    """A new version of the template, served at /auth.md once the caller commits. 400 when it does not render."""
+def publish(body: str, note: str = "", *, user_id=None, rollback_of=None, actor_id=None, ip=None,
+            user_agent=None) -> AuthDocVersion:
+    """A new version of the template, served at /auth.md once the caller commits. 400 when it does not render.
+    actor_id, ip and user_agent name who asked, for the audit row (as in every change below)."""
     body = body.replace("\r\n", "\n")
     _, error = try_render(body)
     if error:
@@ -205,19 +207,19 @@ def publish(body: str, note: str = "", *, user_id=None, actor_id=None, rollback_
     db.session.add(row)
     db.session.flush()
     extra = {"rollback_of": rollback_of} if rollback_of is not None else {}
-    audit.record("authmd.published", "admin", actor_id=actor_id, user_id=user_id, version_id=row.id,
-                 note=row.note, **extra)
+    audit.record("authmd.published", "admin", actor_id=actor_id, ip=ip, user_agent=user_agent, user_id=user_id,
+                 version_id=row.id, note=row.note, **extra)
     config_changed()
     return row
 
 
-def rollback(version_id: int, *, user_id=None, actor_id=None) -> AuthDocVersion:
+def rollback(version_id: int, *, user_id=None, actor_id=None, ip=None, user_agent=None) -> AuthDocVersion:
     """Publish an earlier version's text again, as a new version (the history only grows)."""
     old = db.session.get(AuthDocVersion, version_id)
     if old is None:
         raise ProtocolError(404, "not_found", f"No version {version_id}.")
-    return publish(old.body, f"Rollback to version {old.id}", user_id=user_id, actor_id=actor_id,
-                   rollback_of=old.id)
+    return publish(old.body, f"Rollback to version {old.id}", user_id=user_id, rollback_of=old.id,
+                   actor_id=actor_id, ip=ip, user_agent=user_agent)
 
 
 # ---------------------------------------------------------------- per-worker cache of the published documents

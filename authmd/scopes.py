@@ -93,8 +93,9 @@ def next_position() -> int:
 
 
 def add(name: str, description: str = "", *, pre_claim: bool = False, post_claim: bool = True,
-        enabled: bool = True, position: int | None = None, actor_id=None) -> Scope:
-    """A new scope (last in the order unless position says otherwise). 400 for a bad name, 409 when it exists."""
+        enabled: bool = True, position: int | None = None, actor_id=None, ip=None, user_agent=None) -> Scope:
+    """A new scope (last in the order unless position says otherwise). 400 for a bad name, 409 when it exists.
+    actor_id, ip and user_agent name who asked, for the audit row (as in update and remove)."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ProtocolError(400, "invalid_request", NAME_RULE)
     if by_name(name) is not None:
@@ -104,14 +105,14 @@ def add(name: str, description: str = "", *, pre_claim: bool = False, post_claim
                 post_claim=bool(post_claim), enabled=bool(enabled), created_at=utcnow())
     db.session.add(row)
     db.session.flush()
-    audit.record("scope.added", "admin", actor_id=actor_id, scope=name, pre_claim=row.pre_claim,
-                 post_claim=row.post_claim)
+    audit.record("scope.added", "admin", actor_id=actor_id, ip=ip, user_agent=user_agent, scope=name,
+                 pre_claim=row.pre_claim, post_claim=row.post_claim)
     _changed()
     return row
 
 
 def update(row: Scope, *, description: str, position: int, pre_claim: bool, post_claim: bool, enabled: bool,
-           actor_id=None) -> dict:
+           actor_id=None, ip=None, user_agent=None) -> dict:
     """Change a scope's description, order and flags (never its name: it is the scope's identity in issued
     credentials); returns {field: [before, after]}."""
     fields = {"description": (description or "").strip(), "position": position or 0, "pre_claim": bool(pre_claim),
@@ -121,23 +122,23 @@ def update(row: Scope, *, description: str, position: int, pre_claim: bool, post
         setattr(row, k, v)
     event = ("scope.disabled" if changes.get("enabled") == [True, False] else
              "scope.enabled" if changes.get("enabled") == [False, True] else "scope.updated")
-    audit.record(event, "admin", actor_id=actor_id, scope=row.name, changes=changes)
+    audit.record(event, "admin", actor_id=actor_id, ip=ip, user_agent=user_agent, scope=row.name, changes=changes)
     if changes:
         _changed()
     return changes
 
 
-def remove(row: Scope, *, actor_id=None) -> str:
+def remove(row: Scope, *, actor_id=None, ip=None, user_agent=None) -> str:
     """Delete a scope, or disable it when a live credential holds it (it is then no longer granted or
     advertised; the credentials keep it until they end). Returns "removed" or "disabled"."""
     if in_use(row.name):
         if row.enabled:
             row.enabled = False
-            audit.record("scope.disabled", "admin", actor_id=actor_id, scope=row.name)
+            audit.record("scope.disabled", "admin", actor_id=actor_id, ip=ip, user_agent=user_agent, scope=row.name)
             _changed()
         return "disabled"
     name = row.name
     db.session.delete(row)
-    audit.record("scope.removed", "admin", actor_id=actor_id, scope=name)
+    audit.record("scope.removed", "admin", actor_id=actor_id, ip=ip, user_agent=user_agent, scope=name)
     _changed()
     return "removed"

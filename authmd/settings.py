@@ -50,7 +50,8 @@ def get(key: str):
     return all_settings()[key]
 
 
-def update(changes: dict, *, actor_kind: str = "system", actor_id=None, user_id=None) -> dict:
+def update(changes: dict, *, actor_kind: str = "system", user_id=None, actor_id=None, ip=None,
+           user_agent=None) -> dict:
     """Write the changed settings and one settings.changed audit row with before and after, in the caller's
     transaction; returns {key: (before, after)} (empty when nothing changed: no row then)."""
     from . import authdoc  # authdoc reads settings: imported here, not at the top
@@ -65,7 +66,8 @@ def update(changes: dict, *, actor_kind: str = "system", actor_id=None, user_id=
     if has_request_context():
         g.pop("authmd_settings", None)
     if diff:
-        audit.record("settings.changed", actor_kind, actor_id=actor_id, user_id=user_id,
-                     before={k: v[0] for k, v in diff.items()}, after={k: v[1] for k, v in diff.items()})
+        audit.record("settings.changed", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent,
+                     user_id=user_id, before={k: v[0] for k, v in diff.items()},
+                     after={k: v[1] for k, v in diff.items()})
         authdoc.config_changed()
     return diff

@@ -142,7 +142,7 @@ def account_change_refused(action: str, user_id: int, by_user_id) -> str | None:
     return None
 
 
-def _change_account(action: str, user_id: int, by_user_id, actor_id) -> User:
+def _change_account(action: str, user_id: int, by_user_id, who: dict) -> User:
     user = db.session.get(User, user_id)
     if user is None:
         raise ProtocolError(404, "not_found", f"No user #{user_id}.")
@@ -151,23 +151,23 @@ def _change_account(action: str, user_id: int, by_user_id, actor_id) -> User:
         raise ProtocolError(409, "invalid_request", refused)
     column, value, event = _ACCOUNT_CHANGES[action]
     setattr(user, column, value)
-    audit.record(event, "admin", actor_id=actor_id, user_id=user.id)
+    audit.record(event, "admin", user_id=user.id, **who)
     return user
 
 
-def disable(user_id: int, *, by_user_id=None, actor_id=None) -> User:
+def disable(user_id: int, *, by_user_id=None, actor_id=None, ip=None, user_agent=None) -> User:
     """Every credential of the user stops working at once (the hot path checks the account) and the user can
     no longer sign in."""
-    return _change_account("disable", user_id, by_user_id, actor_id)
+    return _change_account("disable", user_id, by_user_id, dict(actor_id=actor_id, ip=ip, user_agent=user_agent))
 
 
-def enable(user_id: int, *, by_user_id=None, actor_id=None) -> User:
-    return _change_account("enable", user_id, by_user_id, actor_id)
+def enable(user_id: int, *, by_user_id=None, actor_id=None, ip=None, user_agent=None) -> User:
+    return _change_account("enable", user_id, by_user_id, dict(actor_id=actor_id, ip=ip, user_agent=user_agent))
 
 
-def promote(user_id: int, *, by_user_id=None, actor_id=None) -> User:
-    return _change_account("promote", user_id, by_user_id, actor_id)
+def promote(user_id: int, *, by_user_id=None, actor_id=None, ip=None, user_agent=None) -> User:
+    return _change_account("promote", user_id, by_user_id, dict(actor_id=actor_id, ip=ip, user_agent=user_agent))
 
 
-def demote(user_id: int, *, by_user_id=None, actor_id=None) -> User:
-    return _change_account("demote", user_id, by_user_id, actor_id)
+def demote(user_id: int, *, by_user_id=None, actor_id=None, ip=None, user_agent=None) -> User:
+    return _change_account("demote", user_id, by_user_id, dict(actor_id=actor_id, ip=ip, user_agent=user_agent))

@@ -494,3 +494,17 @@ def test_tables_clip_long_ids_and_emails_with_the_whole_text_in_a_title(app, adm
             '<code>reg_00000000</code></a>') in html
     assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT[\d:.]+Z"><span class="nowrap">\d{4}-\d\d-\d\d</span> '
                      r'<span class="nowrap">\d\d:\d\d UTC</span></time>', html)
+
+
+def test_console_changes_are_audited_with_who_asked(app, admin_client):
+    """The domain functions take the admin, the address and the browser from the view: they read no request."""
+    headers = {"User-Agent": "AdminBrowser/1.0"}
+    page = admin_client.get("/console/scopes").get_data(as_text=True)
+    admin_client.post("/console/scopes", data={"csrf_token": csrf_token(page), "name": "files.read",
+                                               "post_claim": "y", "enabled": "y"}, headers=headers)
+    admin_client.post("/console/authmd", data={"csrf_token": csrf_token(page), "action": "publish",
+                                               "body": "# hi\n"}, headers=headers)
+    for event in ("scope.added", "authmd.published"):
+        [row] = audit_rows(app, event)
+        assert (row.actor_kind, row.actor_id, row.user_agent) == ("admin", "root@example.com", "AdminBrowser/1.0")
+        assert row.ip == "127.0.0.1"

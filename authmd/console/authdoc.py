@@ -10,7 +10,7 @@ from ..extensions import db
 from ..models import AuthDocVersion, User
 from . import docs
 from .auth import admin_required
-from .common import _confirm_form_ok, actor, bp, run
+from .common import _confirm_form_ok, bp, run, who
 from .forms import AuthDocForm, ButtonForm
 
 
@@ -46,8 +46,7 @@ def authmd():
             form.body.errors.append(error)
             status = 400
     else:
-        row, refused = run(authdoc.publish, form.body.data, form.note.data, user_id=current_user.id,
-                           actor_id=actor())
+        row, refused = run(authdoc.publish, form.body.data, form.note.data, user_id=current_user.id, **who())
         if not refused:
             flash(f"Published version {row.id}. /auth.md serves it now.", "success")
             return redirect(url_for("admin.authmd"))
@@ -98,7 +97,7 @@ def authmd_version(version_id):
 def authmd_rollback(version_id):
     if not _confirm_form_ok():
         abort(400)
-    new, refused = run(authdoc.rollback, version_id, user_id=current_user.id, actor_id=actor())
+    new, refused = run(authdoc.rollback, version_id, user_id=current_user.id, **who())
     if refused:
         if refused.status == 404:
             abort(404)

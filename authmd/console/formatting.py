@@ -28,8 +28,9 @@ def when(value, seconds: bool = False, empty: str = "") -> Markup:
     if dt is None:
         return Markup(escape(empty))
     # the day and the time each stay whole: a narrow cell wraps between them, never inside "2026-05-01"
-    return Markup('<time datetime="{}"><span class="nowrap">{}</span> <span class="nowrap">{} UTC</span></time>').format(
-        iso(dt), dt.strftime("%Y-%m-%d"), dt.strftime("%H:%M:%S" if seconds else "%H:%M"))
+    shown = Markup('<span class="nowrap">{}</span> <span class="nowrap">{} UTC</span>').format(
+        dt.strftime("%Y-%m-%d"), dt.strftime("%H:%M:%S" if seconds else "%H:%M"))
+    return Markup('<time datetime="{}">{}</time>').format(iso(dt), shown)
 
 
 def plural(word: str, n) -> str:

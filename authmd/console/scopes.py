@@ -6,7 +6,7 @@ from .. import scopes
 from ..extensions import db
 from ..models import Scope
 from .auth import admin_required
-from .common import actor, bp, run
+from .common import bp, run, who
 from .forms import ButtonForm, ScopeForm
 
 
@@ -24,7 +24,7 @@ def scopes_page():
     if request.method == "GET":
         form.position.data = scopes.next_position()
     elif form.validate_on_submit():
-        row, refused = run(scopes.add, form.name.data, actor_id=actor(), **_flags(form))
+        row, refused = run(scopes.add, form.name.data, **_flags(form), **who())
         if not refused:
             flash(f"Added scope {row.name}.", "success")
             return redirect(url_for("admin.scopes"))
@@ -45,7 +45,7 @@ def scope_edit(scope_id):
     if request.method == "POST":
         form.name.data = row.name  # a scope's name is its identity in issued credentials: never renamed
         if form.validate_on_submit():
-            scopes.update(row, actor_id=actor(), **_flags(form))
+            scopes.update(row, **_flags(form), **who())
             db.session.commit()
             flash(f"Saved scope {row.name}.", "success")
             return redirect(url_for("admin.scopes"))
@@ -60,7 +60,7 @@ def scope_delete(scope_id):
     form = ButtonForm()
     if request.method == "POST" and form.validate_on_submit():
         name = row.name
-        outcome = scopes.remove(row, actor_id=actor())
+        outcome = scopes.remove(row, **who())
         db.session.commit()
         if outcome == "disabled":
             flash(f"{name} is held by live credentials: disabled instead of deleted.", "success")

@@ -6,7 +6,7 @@ from flask_login import current_user
 from .. import settings
 from ..extensions import db
 from .auth import admin_required
-from .common import actor, bp
+from .common import bp, who
 from .forms import SettingsForm
 
 
@@ -17,7 +17,7 @@ def settings_page():
     form = SettingsForm(data=current) if request.method == "GET" else SettingsForm()
     form.describe_lifetimes(current)
     if form.validate_on_submit():
-        diff = settings.update(form.values(), actor_kind="admin", actor_id=actor(), user_id=current_user.id)
+        diff = settings.update(form.values(), actor_kind="admin", user_id=current_user.id, **who())
         db.session.commit()
         if diff:
             flash(f"Saved {len(diff)} change(s): {', '.join(sorted(diff))}.", "success")

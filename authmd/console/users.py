@@ -7,7 +7,7 @@ from .. import queries, revocation, users as users_room
 from ..extensions import db
 from ..models import User
 from .auth import admin_required
-from .common import actor, bp, int_arg, next_page, run, text_arg
+from .common import bp, int_arg, next_page, run, text_arg, who
 from .forms import ButtonForm
 
 ACTIONS = {"disable": users_room.disable, "enable": users_room.enable, "promote": users_room.promote,
@@ -46,7 +46,7 @@ def user_action(user_id, action):
     back = url_for("admin.user", user_id=user_id)
     form = ButtonForm()
     if request.method == "POST" and form.validate_on_submit():
-        _, refused = run(ACTIONS[action], user_id, by_user_id=current_user.id, actor_id=actor())
+        _, refused = run(ACTIONS[action], user_id, by_user_id=current_user.id, **who())
         if not refused:
             flash(f"User {row.email}: {action} done.", "success")
             return redirect(back)
