@@ -119,10 +119,10 @@ def register(app):
 
     app.cli.add_command(outbox)
 
-    from . import ops_cli, trust_cli
+    from . import ops_cli, resource_servers_cli, trust_cli
     from .console import cli as console_cli
     from .devprovider import cli as devprovider_cli
-    for module in (trust_cli, console_cli, devprovider_cli, ops_cli):
+    for module in (trust_cli, console_cli, devprovider_cli, ops_cli, resource_servers_cli):
         module.register(app)
 
 
