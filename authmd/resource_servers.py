@@ -16,7 +16,7 @@ import re
 from datetime import timedelta
 from typing import NamedTuple
 
-from flask import current_app
+from flask import current_app, has_app_context
 from sqlalchemy import event, or_, update
 from sqlalchemy.orm import Session
 
@@ -150,7 +150,7 @@ def touch(caller: Caller, now=None) -> bool:
         return False
     table = ResourceServer.__table__
     db.session.execute(update(table).where(table.c.id == caller.id, or_(
-        table.c.last_used_at.is_(None), table.c.last_used_at < now - LAST_USED_GRANULARITY)).values(last_used_at=now))
+        table.c.last_used_at.is_(None), table.c.last_used_at <= now - LAST_USED_GRANULARITY)).values(last_used_at=now))
     _remember(caller._replace(last_used_at=now))
     return True
 
@@ -177,7 +177,11 @@ def _remember(caller: Caller) -> None:
 
 
 def forget() -> None:
-    _cache.clear()
+    """Drop this worker's copy (every app's, outside an app context)."""
+    if has_app_context():
+        _cache.pop(id(current_app._get_current_object()), None)
+    else:
+        _cache.clear()
 
 
 @event.listens_for(Session, "after_commit")

@@ -17,6 +17,7 @@ bp = Blueprint("forward", __name__)
 PATH = "/auth/forward"
 SCOPE_RE = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
 MAX_REQUIRED = 20
+_SEPARATORS = re.compile(r"[ ,]")  # a space between names; a comma where a server joined repeated headers
 # what the proxy passes upstream (the names its configuration lists)
 HEADERS = {"sub": "X-Authmd-Subject", "scope": "X-Authmd-Scopes", "client_id": "X-Authmd-Registration",
            "agent_iss": "X-Authmd-Agent-Iss", "agent_sub": "X-Authmd-Agent-Sub"}
@@ -43,10 +44,10 @@ def header_value(text: str, limit: int = 512) -> str:
 
 def required_scopes() -> list[str]:
     """The scopes the route needs: every name in X-Authmd-Required-Scope headers and ?scope= parameters,
-    space separated. Both sources add up, so a client whose own header reaches us through the proxy can
+    separated by spaces (or commas). Both sources add up, so a client whose own header reaches us through the proxy can
     only ask for more, never for less than the proxy's configuration."""
     values = request.headers.getlist("X-Authmd-Required-Scope") + request.args.getlist("scope")
-    names = list(dict.fromkeys(name for value in values for name in value.split()))
+    names = list(dict.fromkeys(name for value in values for name in _SEPARATORS.split(value) if name))
     if len(names) > MAX_REQUIRED or not all(SCOPE_RE.fullmatch(n) for n in names):
         raise ProtocolError(400, "invalid_request",
                             "X-Authmd-Required-Scope and ?scope= take scope names (letters, digits, . _ : -) "
