@@ -73,8 +73,9 @@ def forward():
                                                        "protocol", "agent_iss", "agent_sub") if k in claims}),
                     mimetype="application/json")
     for key, name in HEADERS.items():
-        if key in claims:
-            resp.headers[name] = header_value(claims[key])
+        # the agent headers go out empty when there is no delegation: a proxy that copies a header the
+        # answer lacks may pass the client's own value, or a placeholder (Caddy before 2.9), upstream
+        resp.headers[name] = header_value(claims.get(key, ""))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
