@@ -269,6 +269,14 @@ def test_other_content_types_are_400(app, client, resource_server, before, ctype
     assert_invalid_request(app, before, r)
 
 
+def test_a_multipart_form_is_400_even_with_a_token(app, client, resource_server):
+    token = anonymous(client)["credential"]
+    before = count_rows(app)
+    r = client.post("/oauth2/introspect", data={"token": token}, content_type="multipart/form-data",
+                    headers=resource_server.basic)
+    assert_invalid_request(app, before, r)
+
+
 def test_a_token_in_the_query_string_is_not_read(app, client, resource_server, before):
     reg = anonymous(client)
     before = count_rows(app)
