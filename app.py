@@ -30,8 +30,8 @@ def create_app(test_config=None) -> Flask:
         _sqlite_pragmas(app)
 
     from authmd import health
-    from authmd.protocol import agent_auth, api, claim_page, errors, revoke, well_known
-    agent_facing = (well_known.bp, agent_auth.bp, api.bp, revoke.bp, health.bp)
+    from authmd.protocol import agent_auth, api, claim_page, errors, forward, introspect, revoke, well_known
+    agent_facing = (well_known.bp, agent_auth.bp, api.bp, revoke.bp, health.bp, introspect.bp, forward.bp)
     for bp in agent_facing:
         csrf.exempt(bp)
         app.register_blueprint(bp)

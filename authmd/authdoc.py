@@ -106,6 +106,7 @@ def authorization_server_metadata() -> dict:
                   "trusted_issuers": f["issuers"]}
     return {"issuer": issuer, "resource": cfg["RESOURCE"], "authorization_servers": [issuer],
             "scopes_supported": scopes.names(), "bearer_methods_supported": ["header"],
+            "introspection_endpoint": issuer + "/oauth2/introspect",
             "agent_auth": agent_auth}
 
 

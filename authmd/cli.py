@@ -115,11 +115,11 @@ def register(app):
 
     app.cli.add_command(outbox)
 
-    from . import ops_cli
+    from . import ops_cli, resource_servers_cli
     from .trust import cli as trust_cli
     from .console import cli as console_cli
     from .devprovider import cli as devprovider_cli
-    for module in (trust_cli, console_cli, devprovider_cli, ops_cli):
+    for module in (trust_cli, console_cli, devprovider_cli, ops_cli, resource_servers_cli):
         module.register(app)
 
 

@@ -37,6 +37,7 @@ def test_authorization_server_metadata(client):
     assert r.get_json() == {
         "issuer": ISSUER, "resource": ISSUER + "/api/", "authorization_servers": [ISSUER],
         "scopes_supported": ["api.read", "api.write"], "bearer_methods_supported": ["header"],
+        "introspection_endpoint": ISSUER + "/oauth2/introspect",
         "agent_auth": {
             "skill": ISSUER + "/auth.md", "register_uri": ISSUER + "/agent/auth",
             "claim_uri": ISSUER + "/agent/auth/claim", "revocation_uri": ISSUER + "/agent/auth/revoke",

@@ -21,6 +21,8 @@ def register(app):
     login_manager.session_protection = "basic"
     for bp in (auth.bp, common.bp, portal.bp, setup.bp):
         app.register_blueprint(bp)
+    from .resource_servers import bp as resource_servers_bp
+    app.register_blueprint(resource_servers_bp)
 
     @app.get("/")
     def home():
