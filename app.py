@@ -46,6 +46,8 @@ def create_app(test_config=None) -> Flask:
         from authmd.devprovider import register as register_dev
         register_dev(app)
     errors.register(app)
+    from authmd.agent_text import self_reported
+    app.jinja_env.filters["self_reported"] = self_reported  # what an agent says of itself, defanged and capped
 
     @app.after_request
     def security_headers(resp):

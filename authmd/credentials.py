@@ -6,10 +6,11 @@ import threading
 import weakref
 from datetime import timedelta
 
-from sqlalchemy import and_, bindparam, event, or_, update
+from sqlalchemy import bindparam, event, or_
 
 from . import settings, tx
 from .extensions import db
+from .lifecycle import expire_by_id, live, revoke_where  # noqa: F401 - live, revoke_where: this room's names too
 from .models import Credential, Delegation, Registration, User
 from .rawsql import Prepared
 from .secrets import digest, display_prefix, new_token
@@ -254,7 +255,6 @@ def authenticate(token: str):
     if reg.status in ("expired", "revoked"):
         raise ProtocolError(401, "invalid_token", "The registration has ended.")
     if reg.status == "pending" and reg.claim_expires_at is not None and reg.claim_expires_at <= now:
-        from .claims import expire_by_id
         tx.keep_on_error(expire_by_id, reg.id, now)  # the caller's error path writes it (tx.rollback)
         raise ProtocolError(401, "invalid_token", "The registration was not claimed in time and has expired.")
     if user is not None and not user.is_active:
@@ -299,22 +299,3 @@ _TOUCH = Prepared(_credentials.update()
                   .where(_credentials.c.id == bindparam("credential_id"),
                          or_(_credentials.c.last_used_at.is_(None),
                              _credentials.c.last_used_at < bindparam("stale_before"))))
-
-
-def live(now=None):
-    """The SQL condition for a credential that still works: not revoked, not expired. now: a time, or a
-    bind parameter for a statement built once (the provider revocation's)."""
-    if now is None:
-        now = utcnow()
-    return and_(Credential.revoked_at.is_(None), or_(Credential.expires_at.is_(None), Credential.expires_at > now))
-
-
-def revoke_where(*conditions, now=None) -> int:
-    """Revoke every live credential matching the conditions in one UPDATE; returns how many."""
-    now = now or utcnow()
-    result = db.session.execute(
-        update(Credential)
-        .where(and_(*conditions), live(now))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False))
-    return result.rowcount or 0

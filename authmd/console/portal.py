@@ -98,10 +98,11 @@ def deny(attempt_id):
             flash(exc.message, "error")
         return redirect(url_for("portal.home"))
     agent = claims.agent_description(attempt.registration, attempt)
+    said = f"“{agent['reported']}” (self-reported, not verified)" if agent["reported"] else "(it gave no name)"
     return render_template("console/confirm.html", form=form, title="This wasn't you?",
-                           message=f"The agent {agent['platform']} (from {agent['ip']}) will not be able to bind "
-                                   f"itself to {attempt.email}. Any key it already holds keeps its current, "
-                                   "limited scopes until it expires.",
+                           message=f"The agent from {agent['ip']} that describes itself as {said} will not be "
+                                   f"able to bind itself to {attempt.email}. Any key it already holds keeps its "
+                                   "current, limited scopes until it expires.",
                            action=url_for("portal.deny", attempt_id=attempt.id), button="Refuse this agent",
                            back=url_for("portal.home"))
 
@@ -139,7 +140,7 @@ def revoke_delegation(delegation_id):
         flash(f"Revoked: {n} credential(s) stopped working.", "success")
         return redirect(url_for("portal.home"))
     return render_template("console/confirm.html", form=form, title="Revoke this provider delegation?",
-                           message=f"{dele.agent_platform or dele.iss} loses every credential it holds for you.",
+                           message=f"Every credential the provider {dele.iss} holds for you through this delegation stops working.",
                            count=revocation.count_delegation(dele.id),
                            count_label="live credential(s) will stop working",
                            action=url_for("portal.revoke_delegation", delegation_id=dele.id), button="Revoke",
