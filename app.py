@@ -30,6 +30,7 @@ def create_app(test_config=None) -> Flask:
     ratelimit.init_app(app)
     if app.config["DATABASE_URL"].startswith("sqlite"):
         _sqlite_pragmas(app)
+    _engine_events(app)
 
     from authmd import health
     from authmd.protocol import agent_auth, api, claim_page, errors, revoke, well_known
@@ -100,6 +101,13 @@ def _sqlite_pragmas(app):
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+
+def _engine_events(app):
+    from authmd import dbfaults
+    with app.app_context():
+        # a connection that saw a fault (read-only file, I/O error, a standby) is replaced, not pooled again
+        dbfaults.install(db.engine)
 
 
 def _logging(app):
