@@ -129,3 +129,27 @@ def test_registration_user_agents_are_stored_as_sent_and_shown_defanged(app, cli
     assert client.post("/agent/auth", json=ANON, headers={"User-Agent": HOSTILE}).status_code == 200
     with app.app_context():
         assert db.session.execute(db.select(Registration.user_agent)).scalar() == HOSTILE
+
+
+def test_a_providers_agent_platform_is_shown_as_self_reported_too(app, client, provider, register_id_jag,
+                                                                  admin_client, smtp):
+    """agent_platform and agent_context_id come in a signed ID-JAG, but they are the provider's free text: the
+    portal and the console show them like a User-Agent."""
+    from tests.fixtures.provider import trust
+    trust(app, provider)
+    r = register_id_jag(client, provider.id_jag(agent_platform=HOSTILE, agent_context_id=HOSTILE))
+    assert r.status_code == 200
+    reg_id = r.get_json()["registration_id"]
+    from authmd.extensions import db
+    from authmd.models import User
+    with app.app_context():
+        user_id = db.session.execute(db.select(User.id).where(User.email == "user@example.com")).scalar()
+    user = _portal_user(app, smtp, "user@example.com")
+    pages = {"/portal/": user, "/console/delegations": admin_client, f"/console/users/{user_id}": admin_client,
+             f"/console/registrations/{reg_id}": admin_client, "/console/registrations": admin_client}
+    for path, who in pages.items():
+        page = who.get(path)
+        assert page.status_code == 200, path
+        html = page.get_data(as_text=True)
+        assert "self-reported" in html and "evil.example" not in html and "https://evil" not in html, path
+        assert '<q class="data">ACME Security Team' in html, path
