@@ -127,8 +127,9 @@ def _committed(_session):
 @event.listens_for(db.session, "after_rollback")
 def _rolled_back(_session):
     # what a rolled-back transaction queued must never leave; what a committed one queued still goes
-    if has_app_context() and g.get(_QUEUE):
-        g.setdefault(_QUEUE, [])[:] = [item for item in g.get(_QUEUE) if item.committed]
+    queued = g.get(_QUEUE) if has_app_context() else None
+    if queued:
+        queued[:] = [item for item in queued if item.committed]
 
 
 # --- SMTP with one deadline for the whole conversation ---------------------------------------------
