@@ -47,7 +47,6 @@ class _Queued:
     message: EmailMessage
     on_sent: tuple | None
     on_failure: tuple | None
-    committed: bool = False
 
 
 def queue(to: str, subject: str, text: str, html: str | None = None, *, on_sent: tuple | None = None,
@@ -83,10 +82,12 @@ def deliver_queued() -> None:
     """Deliver what this request queued. Call it right after the commit, with no transaction open (the
     SQLite write lock must not wait on a mail server). On a failure the failed message's on_failure (and
     those of the messages after it) run, then 503 email_unavailable is raised."""
-    queued = g.pop(_QUEUE, None) if has_app_context() else None
+    queued = g.pop(_QUEUE, None)
     if not queued:
         return
-    if not all(item.committed for item in queued):
+    # what a rolled-back transaction queued is gone already (_rolled_back); what is left was queued by a
+    # transaction that is over, hence committed, unless the caller has not committed yet
+    if db.session().in_transaction():
         # a programming error, not a mail fault: never send what no committed transaction stands behind
         raise RuntimeError("mail.deliver_queued() called before the transaction that queued the mail committed")
     cfg = current_app.config
@@ -117,19 +118,13 @@ def _in_own_transaction(call: tuple | None, what: str) -> None:
         log.exception("could not %s", what)
 
 
-@event.listens_for(db.session, "after_commit")
-def _committed(_session):
-    if has_app_context():
-        for item in g.get(_QUEUE) or ():
-            item.committed = True
-
-
 @event.listens_for(db.session, "after_rollback")
-def _rolled_back(_session):
-    # what a rolled-back transaction queued must never leave; what a committed one queued still goes
-    queued = g.get(_QUEUE) if has_app_context() else None
-    if queued:
-        queued[:] = [item for item in queued if item.committed]
+def _rolled_back(session):
+    # what a rolled-back transaction queued must never leave. Mail is queued last in a request's
+    # transaction and delivered right after its commit, so whatever is queued when the transaction rolls
+    # back is that transaction's (a SAVEPOINT rolled back inside it changes nothing of the kind).
+    if has_app_context() and not session.in_nested_transaction():
+        g.pop(_QUEUE, None)
 
 
 # --- SMTP with one deadline for the whole conversation ---------------------------------------------
