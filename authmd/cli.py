@@ -3,7 +3,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import claims, scopes as scope_mod
+from . import lifecycle, scopes as scope_mod
 from .extensions import db
 from .models import OutboxMail, Scope
 from .util import ProtocolError, utcnow
@@ -45,7 +45,7 @@ def register(app):
     @app.cli.command("expire")
     def expire_command():
         """Expire unclaimed registrations past their deadline and purge spent one-time data (run from cron)."""
-        n = claims.expire_due()
+        n = lifecycle.expire_due()
         extra = _purge()
         db.session.commit()
         click.echo(f"expired {n} registration(s)" + "".join(f", {v} {k}" for k, v in extra.items()))

@@ -71,10 +71,11 @@ def deny(attempt_id):
             flash(exc.message, "error")
         return redirect(url_for("portal.home"))
     agent = claims.agent_description(attempt.registration, attempt)
+    said = f"“{agent['reported']}” (self-reported, not verified)" if agent["reported"] else "(it gave no name)"
     return render_template("console/confirm.html", form=form, title="This wasn't you?",
-                           message=f"The agent {agent['platform']} (from {agent['ip']}) will not be able to bind "
-                                   f"itself to {attempt.email}. Any key it already holds keeps its current, "
-                                   "limited scopes until it expires.",
+                           message=f"The agent from {agent['ip']} that describes itself as {said} will not be "
+                                   f"able to bind itself to {attempt.email}. Any key it already holds keeps its "
+                                   "current, limited scopes until it expires.",
                            action=url_for("portal.deny", attempt_id=attempt.id), button="Refuse this agent",
                            back=url_for("portal.home"))
 
@@ -106,5 +107,5 @@ def revoke(registration_id):
 def revoke_delegation(delegation_id):
     return _revoke_mine(Delegation, delegation_id, count=revocation.count_delegation,
                         revoke=revocation.revoke_delegation, title="Revoke this provider delegation?",
-                        message=lambda dele: f"{dele.agent_platform or dele.iss} loses every credential it holds "
-                                             "for you.")
+                        message=lambda dele: f"Every credential the provider {dele.iss} holds for you through this "
+                                             "delegation stops working.")
