@@ -28,11 +28,13 @@ def create_app(test_config=None) -> Flask:
     _user_loader()
     if app.config["DATABASE_URL"].startswith("sqlite"):
         _sqlite_pragmas(app)
+    _engine_events(app)
 
     from authmd import health
-    from authmd.protocol import (agent_auth, api, claim_page, errors, events, identity, oauth, revoke,
-                                 well_known)
-    agent_facing = (well_known.bp, agent_auth.bp, api.bp, revoke.bp, health.bp, oauth.bp, identity.bp, events.bp)
+    from authmd.protocol import (agent_auth, api, claim_page, errors, events, forward, identity, introspect, oauth,
+                                 revoke, well_known)
+    agent_facing = (well_known.bp, agent_auth.bp, api.bp, revoke.bp, health.bp, introspect.bp, forward.bp, oauth.bp,
+                    identity.bp, events.bp)
     for bp in agent_facing:
         csrf.exempt(bp)
         app.register_blueprint(bp)
@@ -47,6 +49,8 @@ def create_app(test_config=None) -> Flask:
     from authmd import ratelimit
     ratelimit.init_app(app)  # after every blueprint: it applies the limits the registered views declare
     errors.register(app)
+    from authmd.agent_text import self_reported
+    app.jinja_env.filters["self_reported"] = self_reported  # what an agent says of itself, defanged and capped
 
     @app.after_request
     def security_headers(resp):
@@ -94,6 +98,13 @@ def _sqlite_pragmas(app):
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+
+def _engine_events(app):
+    from authmd import dbfaults
+    with app.app_context():
+        # a connection that saw a fault (read-only file, I/O error, a standby) is replaced, not pooled again
+        dbfaults.install(db.engine)
 
 
 def _logging(app):

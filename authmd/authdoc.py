@@ -1,15 +1,20 @@
 """auth.md room: discovery metadata from live settings, and /auth.md rendered from the edited template."""
 import functools
 import hashlib
+import itertools
 import json
 import os
+from datetime import timedelta
 
 from flask import current_app
+from jinja2 import TemplateError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from . import scopes, settings
+from . import audit, scopes, settings
 from .extensions import db
 from .models import AuthDocVersion, TrustedIssuer
+from .util import ProtocolError, utcnow
 
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
 REVOKED_EVENT = "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked"
@@ -125,6 +130,7 @@ def authorization_server_metadata() -> dict:
             "jwks_uri": issuer + "/.well-known/jwks.json",
             "grant_types_supported": ["urn:ietf:params:oauth:grant-type:jwt-bearer"],
             "token_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint": issuer + "/oauth2/introspect",
             "agent_auth": agent_auth}
 
 
@@ -199,33 +205,93 @@ def etag(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+def try_render(template_text: str) -> tuple[str | None, str | None]:
+    """(rendered Markdown, None), or (None, why the template does not render, at its line in the text)."""
+    try:
+        return _compiled(template_text).render(**context()), None
+    except SecurityError as exc:
+        return None, f"The template tried something not allowed{_at_line(exc)}: {exc}"
+    except TemplateError as exc:
+        return None, f"Template error{_at_line(exc)}: {exc.message or exc}"
+    except Exception as exc:  # noqa: BLE001 - an admin's template can raise anything (1/0, a huge range…)
+        return None, f"Template error{_at_line(exc)}: {exc}"
+
+
+def _at_line(exc: Exception) -> str:
+    """' on line N' of the admin's template. A syntax error carries its line; an error raised while rendering
+    does not, but Jinja rewrites the traceback so that the template's frames name the template's lines."""
+    line = getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno  # the innermost frame of the template is where it failed
+        tb = tb.tb_next
+    return f" on line {line}" if line else ""
+
+
+def publish(body: str, note: str = "", *, user_id=None, rollback_of=None, actor_id=None, ip=None,
+            user_agent=None) -> AuthDocVersion:
+    """A new version of the template, served at /auth.md once the caller commits. 400 when it does not render.
+    actor_id, ip and user_agent name who asked, for the audit row (as in every change below)."""
+    body = body.replace("\r\n", "\n")
+    _, error = try_render(body)
+    if error:
+        raise ProtocolError(400, "invalid_request", error)
+    row = AuthDocVersion(body=body, note=(note or "").strip(), created_at=utcnow(), created_by=user_id)
+    db.session.add(row)
+    db.session.flush()
+    extra = {"rollback_of": rollback_of} if rollback_of is not None else {}
+    audit.record("authmd.published", "admin", actor_id=actor_id, ip=ip, user_agent=user_agent, user_id=user_id,
+                 version_id=row.id, note=row.note, **extra)
+    config_changed()
+    return row
+
+
+def rollback(version_id: int, *, user_id=None, actor_id=None, ip=None, user_agent=None) -> AuthDocVersion:
+    """Publish an earlier version's text again, as a new version (the history only grows)."""
+    old = db.session.get(AuthDocVersion, version_id)
+    if old is None:
+        raise ProtocolError(404, "not_found", f"No version {version_id}.")
+    return publish(old.body, f"Rollback to version {old.id}", user_id=user_id, rollback_of=old.id,
+                   actor_id=actor_id, ip=ip, user_agent=user_agent)
+
+
 # ---------------------------------------------------------------- per-worker cache of the published documents
 # Discovery and /auth.md are read on every agent's first step and change only when an admin edits settings,
 # scopes, trusted issuers or the document. Building them costs several queries and a Jinja render, so each
 # worker keeps the built bytes:
-#  - a change committed through any SQLAlchemy session of this process clears the cache at once (so the
-#    worker that served the console's change, and every test, sees it on the next request);
+#  - every domain function that changes what they are built from (settings.update, the scope operations,
+#    publish / rollback here, the trusted-issuer operations) calls config_changed(): the worker that made the
+#    change serves it on its next request, whichever door (console, CLI, a test) the change came through;
 #  - other workers and nodes rebuild after DISCOVERY_CACHE_SECONDS (default 1 s; 0 turns the cache off).
 # The spec lets clients cache these documents for 300 s (Cache-Control) anyway, and POST /agent/auth reads
 # the live settings on every call, so a flow switched off is refused at once even while a document is ≤ 1 s old.
 # Credentials are never cached: only these public documents are.
-CONFIG_TABLES = frozenset({"settings", "scopes", "trusted_issuers", "authdoc_versions"})
 _cache: dict = {}
+_app_numbers = itertools.count(1)
 
 
 def invalidate() -> None:
+    """Drop every document this process has built."""
     _cache.clear()
 
 
-def cached(kind: str, build):
-    from datetime import timedelta
+def config_changed() -> None:
+    """Settings, scopes, trusted issuers or the published document changed in the caller's transaction.
 
-    from .util import utcnow
+    Called before the caller commits: a request of this worker that rebuilds a document between this call
+    and the commit keeps the old one for at most DISCOVERY_CACHE_SECONDS, the bound every other worker has."""
+    invalidate()
+
+
+def cached(kind: str, build):
     app = current_app._get_current_object()
     ttl = float(app.config.get("DISCOVERY_CACHE_SECONDS", 1) or 0)
     if ttl <= 0:
         return build()
-    key = (id(app), app.config["ISSUER"], app.config["RESOURCE"], kind)
+    # a number of the app's own, not id(app): an id is reused once an app is freed (tests build many)
+    number = app.extensions.setdefault("authmd_documents", next(_app_numbers))
+    key = (number, app.config["ISSUER"], app.config["RESOURCE"], kind)
     now = utcnow()
     hit = _cache.get(key)
     if hit is not None and hit[0] > now:
@@ -236,7 +302,6 @@ def cached(kind: str, build):
 
 
 def _metadata_json(build) -> bytes:
-    import json
     # jsonify's form, as every agent-facing answer (compact, keys in written order)
     return (json.dumps(build(), separators=(",", ":")) + "\n").encode()
 
@@ -255,42 +320,3 @@ def document() -> tuple[bytes, str]:
         text = render()
         return text.encode("utf-8"), etag(text)
     return cached("authmd", build)
-
-
-def _install_invalidation() -> None:
-    from itertools import chain
-
-    from sqlalchemy import event
-    from sqlalchemy.orm import Session
-    from sqlalchemy.sql.elements import TextClause
-
-    flag = "authmd_config_changed"
-
-    @event.listens_for(Session, "before_flush")
-    def _flushing(session, _ctx, _instances):
-        for obj in chain(session.new, session.dirty, session.deleted):
-            if getattr(obj, "__tablename__", None) in CONFIG_TABLES:
-                session.info[flag] = True
-                return
-
-    @event.listens_for(Session, "do_orm_execute")
-    def _executing(state):
-        stmt = state.statement
-        if isinstance(stmt, TextClause):
-            if not str(stmt).lstrip().lower().startswith("select"):
-                state.session.info[flag] = True  # raw SQL (e.g. TRUNCATE): assume it touched the config
-        elif state.is_insert or state.is_update or state.is_delete:
-            if getattr(getattr(stmt, "table", None), "name", None) in CONFIG_TABLES:
-                state.session.info[flag] = True
-
-    @event.listens_for(Session, "after_commit")
-    def _committed(session):
-        if session.info.pop(flag, False):
-            invalidate()
-
-    @event.listens_for(Session, "after_rollback")
-    def _rolled_back(session):
-        session.info.pop(flag, None)
-
-
-_install_invalidation()

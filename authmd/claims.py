@@ -6,8 +6,9 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import update
 
-from . import audit, credentials, mail, scopes, settings, tx
+from . import agent_text, audit, credentials, lifecycle, mail, scopes, settings, tx
 from .extensions import db
+from .lifecycle import expire_if_due
 from .models import ClaimAttempt, Credential, Registration
 from .secrets import digest, new_id, new_otp, new_token
 from .users import find_or_provision_by_email, require_resolvable
@@ -27,70 +28,25 @@ def registration_by_claim_token(claim_token: str, lock: bool = False, protocol: 
     what the previous one committed: a row lock on PostgreSQL; on SQLite, which has no row locks, a no-op write
     that takes the database write lock before anything is read. A claim token works only in the protocol
     family that issued it (protocol)."""
-    query = db.select(Registration).where(Registration.claim_token_digest == digest(claim_token),
-                                          Registration.protocol == protocol)
-    if lock:
-        if db.session.get_bind().dialect.name == "sqlite":
-            db.session.execute(update(Registration).where(Registration.claim_token_digest == digest(claim_token))
-                               .values(status=Registration.status).execution_options(synchronize_session=False))
-        query = query.with_for_update()
-    reg = db.session.execute(query).scalar()
+    reg = _registration_where(db.and_(Registration.claim_token_digest == digest(claim_token),
+                                      Registration.protocol == protocol), lock)
     if reg is None:
         raise ProtocolError(401, "invalid_claim_token", "The claim token is not known.")
     return reg
 
 
+def _registration_where(condition, lock: bool) -> Registration | None:
+    query = db.select(Registration).where(condition)
+    if lock:
+        if db.session.get_bind().dialect.name == "sqlite":
+            db.session.execute(update(Registration).where(condition)
+                               .values(status=Registration.status).execution_options(synchronize_session=False))
+        query = query.with_for_update()
+    return db.session.execute(query).scalar()
+
+
 def is_locked(reg: Registration) -> bool:
     return reg.failed_otp_count >= int(settings.get("otp_max_failures_per_registration"))
-
-
-def expire_registration(reg: Registration, now=None) -> bool:
-    """Mark an unclaimed registration expired, revoke its key; records the event exactly once."""
-    now = now or utcnow()
-    won = db.session.execute(
-        update(Registration).where(Registration.id == reg.id, Registration.status == "pending")
-        .values(status="expired", ended_at=now).execution_options(synchronize_session=False)).rowcount
-    if not won:
-        db.session.refresh(reg)
-        return False
-    reg.status, reg.ended_at = "expired", now
-    revoked = credentials.revoke_where(Credential.registration_id == reg.id, now=now)
-    db.session.execute(update(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id,
-                                                  ClaimAttempt.status == "initiated")
-                       .values(status="superseded").execution_options(synchronize_session=False))
-    audit.record("registration.expired", "system", registration_id=reg.id,
-                 registration_type=reg.type, revoked_count=revoked)
-    return True
-
-
-def expire_if_due(reg: Registration, now=None) -> None:
-    """Expire an unclaimed registration past its deadline, in the caller's transaction; the expiry also
-    lands when the request then fails (tx.keep_on_error), as it usually does (410 claim_expired)."""
-    now = now or utcnow()
-    if reg.status == "pending" and reg.claim_expires_at and reg.claim_expires_at <= now:
-        expire_registration(reg, now=now)
-        tx.keep_on_error(expire_by_id, reg.id, now)
-
-
-def expire_by_id(registration_id: str, now=None) -> bool:
-    """expire_registration() for a registration named by id (what a failed request leaves behind)."""
-    reg = db.session.get(Registration, registration_id)
-    return reg is not None and expire_registration(reg, now=now)
-
-
-def expire_due(now=None, batch: int = 500) -> int:
-    """Expire every unclaimed registration past its deadline (for `flask expire`)."""
-    now = now or utcnow()
-    count = 0
-    while True:
-        due = list(db.session.execute(
-            db.select(Registration).where(Registration.status == "pending",
-                                          Registration.claim_expires_at <= now).limit(batch)).scalars())
-        if not due:
-            return count
-        for reg in due:
-            count += expire_registration(reg, now=now)
-        db.session.commit()
 
 
 def _check_claimable(reg: Registration, now) -> None:
@@ -121,7 +77,8 @@ def request_claim(claim_token: str, email: str, *, ip=None, user_agent=None) -> 
         return _attempt_answer(current)  # idempotent repeat: same attempt, no second email
     limit = int(settings.get("claim_max_attempts_per_hour"))
     recent = db.session.execute(db.select(db.func.count()).select_from(ClaimAttempt).where(
-        ClaimAttempt.registration_id == reg.id, ClaimAttempt.created_at > now - timedelta(hours=1))).scalar()
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.created_at > now - timedelta(hours=1),
+        ClaimAttempt.status != "failed")).scalar()  # a mail that never left does not count
     if recent >= limit:
         # per registration, counted in the database: one agent cannot mail-bomb addresses from many IPs
         raise ProtocolError(429, "rate_limited",
@@ -137,11 +94,14 @@ def _attempt_answer(attempt: ClaimAttempt) -> dict:
 
 
 def start_attempt(reg: Registration, email: str, *, ip=None, user_agent=None, now=None) -> ClaimAttempt:
-    """Supersede earlier attempts, create a new one and mail its link (or raise 503). Caller commits."""
+    """Supersede earlier attempts, create a new one and queue the mail with its link. Caller commits, then
+    calls mail.deliver_queued(), which undoes the attempt (_mail_failed) and raises 503 if the mail fails."""
     now = now or utcnow()
-    db.session.execute(update(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id,
-                                                  ClaimAttempt.status == "initiated")
-                       .values(status="superseded").execution_options(synchronize_session=False))
+    superseded = list(db.session.execute(db.select(ClaimAttempt.id).where(
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.status == "initiated")).scalars())
+    if superseded:
+        db.session.execute(update(ClaimAttempt).where(ClaimAttempt.id.in_(superseded))
+                           .values(status="superseded").execution_options(synchronize_session=False))
     link_token = new_token("cvt_", 32)
     attempt = ClaimAttempt(id=new_id("cla_"), registration_id=reg.id, email=email,
                            link_token_digest=digest(link_token),
@@ -157,13 +117,45 @@ def start_attempt(reg: Registration, email: str, *, ip=None, user_agent=None, no
         "claim", link=link, email=email, registration=reg, attempt=attempt,
         service_name=settings.get("service_name"), expires=iso(attempt.link_expires_at),
         scopes=scopes.post_claim(), agent=agent_description(reg, attempt))
-    mail.send(email, subject, text, html)
-    attempt.delivered = True
+    attempt.delivered = mail.queue(email, subject, text, html, on_sent=(_mail_delivered, attempt.id),
+                                   on_failure=(_mail_failed, reg.id, attempt.id, tuple(superseded)))
     return attempt
 
 
+def _mail_delivered(attempt_id: str) -> None:
+    """The claim mail left: a repeat /claim with the same address may now echo this attempt."""
+    db.session.execute(update(ClaimAttempt).where(ClaimAttempt.id == attempt_id).values(delivered=True)
+                       .execution_options(synchronize_session=False))
+
+
+def _mail_failed(registration_id: str, attempt_id: str, superseded: tuple) -> None:
+    """The claim mail could not be delivered (run after the request's commit, in a transaction of its own):
+    the attempt is marked failed, so no page offers it and it does not count toward the hourly cap; the
+    attempts it superseded are open again unless a newer one started meanwhile; an email-verification
+    registration, whose claim token the agent never received, is ended."""
+    reg = _registration_where(Registration.id == registration_id, lock=True)
+    failed = db.session.execute(
+        update(ClaimAttempt).where(ClaimAttempt.id == attempt_id, ClaimAttempt.status == "initiated")
+        .values(status="failed").execution_options(synchronize_session=False)).rowcount
+    audit.record("claim.mail_failed", "system", registration_id=registration_id, claim_attempt_id=attempt_id)
+    if reg is None or not failed:
+        return
+    if reg.type != "anonymous":
+        lifecycle.expire_registration(reg, reason="claim mail not delivered")
+    elif superseded and db.session.execute(db.select(ClaimAttempt.id).where(
+            ClaimAttempt.registration_id == reg.id, ClaimAttempt.status == "initiated")).first() is None:
+        db.session.execute(update(ClaimAttempt).where(ClaimAttempt.id.in_(superseded),
+                                                      ClaimAttempt.status == "superseded")
+                           .values(status="initiated").execution_options(synchronize_session=False))
+
+
 def agent_description(reg: Registration, attempt: ClaimAttempt | None = None) -> dict:
-    return {"platform": reg.agent_platform or (attempt and attempt.user_agent) or reg.user_agent or "unknown agent",
+    """Who asks, for the claim mail and pages. `reported` is what the agent says it is (its User-Agent, or a
+    provider's free-text agent_platform): defanged and capped (agent_text), to be shown quoted under a
+    "self-reported" label, never as the service's words; None when it said nothing. ip and time are the
+    service's own observations."""
+    said = reg.agent_platform or (attempt and attempt.user_agent) or reg.user_agent
+    return {"reported": agent_text.self_reported(said),
             "ip": (attempt and attempt.ip) or reg.ip or "unknown",
             "time": iso((attempt and attempt.created_at) or reg.created_at)}
 

@@ -3,10 +3,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import claims, scopes as scope_mod
+from . import lifecycle, scopes as scope_mod
 from .extensions import db
 from .models import OutboxMail, Scope
-from .util import utcnow
+from .util import ProtocolError, utcnow
 
 _INIT_DB_SEEDS = "authmd.init_db_seeds"
 
@@ -47,7 +47,7 @@ def register(app):
     @app.cli.command("expire")
     def expire_command():
         """Expire unclaimed registrations past their deadline and purge spent one-time data (run from cron)."""
-        n = claims.expire_due()
+        n = lifecycle.expire_due()
         extra = _purge()
         db.session.commit()
         click.echo(f"expired {n} registration(s)" + "".join(f", {v} {k}" for k, v in extra.items()))
@@ -70,15 +70,13 @@ def register(app):
     @click.option("--post-claim/--no-post-claim", default=True, help="Granted after a claim.")
     def scopes_add(name, description, pre_claim, post_claim):
         """Add a scope NAME."""
-        from . import audit
-        if not _valid_scope(name):
-            raise click.BadParameter("a scope name is 1-100 characters of letters, digits and . _ : -", param_hint="NAME")
-        if db.session.execute(db.select(Scope).where(Scope.name == name)).scalar():
-            raise click.ClickException(f"scope {name} already exists")
-        pos = (db.session.execute(db.select(db.func.max(Scope.position))).scalar() or 0) + 1
-        db.session.add(Scope(name=name, description=description, position=pos, pre_claim=pre_claim,
-                             post_claim=post_claim, enabled=True, created_at=utcnow()))
-        audit.record("scope.added", "admin", actor_id="cli", scope=name)
+        try:
+            scope_mod.add(name, description, pre_claim=pre_claim, post_claim=post_claim, actor_id="cli")
+        except ProtocolError as exc:
+            db.session.rollback()
+            if exc.status == 400:
+                raise click.BadParameter(exc.message, param_hint="NAME") from None
+            raise click.ClickException(exc.message) from None
         db.session.commit()
         click.echo(f"added {name}")
 
@@ -86,20 +84,15 @@ def register(app):
     @click.argument("name")
     def scopes_remove(name):
         """Remove scope NAME (a scope held by a live credential can only be disabled)."""
-        from . import audit
-        row = db.session.execute(db.select(Scope).where(Scope.name == name)).scalar()
+        row = scope_mod.by_name(name)
         if row is None:
             raise click.ClickException(f"no scope named {name}")
-        if scope_mod.in_use(name):
-            row.enabled = False
-            audit.record("scope.disabled", "admin", actor_id="cli", scope=name)
-            db.session.commit()
-            click.echo(f"{name} is held by live credentials: disabled instead of removed")
-            return
-        db.session.delete(row)
-        audit.record("scope.removed", "admin", actor_id="cli", scope=name)
+        outcome = scope_mod.remove(row, actor_id="cli")
         db.session.commit()
-        click.echo(f"removed {name}")
+        if outcome == "disabled":
+            click.echo(f"{name} is held by live credentials: disabled instead of removed")
+        else:
+            click.echo(f"removed {name}")
 
     app.cli.add_command(scopes)
 
@@ -124,17 +117,12 @@ def register(app):
 
     app.cli.add_command(outbox)
 
-    from . import keys_cli, ops_cli
+    from . import keys_cli, ops_cli, resource_servers_cli
     from .trust import cli as trust_cli
     from .console import cli as console_cli
     from .devprovider import cli as devprovider_cli
-    for module in (trust_cli, console_cli, devprovider_cli, ops_cli, keys_cli):
+    for module in (trust_cli, console_cli, devprovider_cli, ops_cli, resource_servers_cli, keys_cli):
         module.register(app)
-
-
-def _valid_scope(name: str) -> bool:
-    import re
-    return bool(re.fullmatch(r"[A-Za-z0-9._:\-]{1,100}", name))
 
 
 def _purge() -> dict:

@@ -20,7 +20,9 @@ class Defaults:
     MAIL_USERNAME = None
     MAIL_PASSWORD = None
     MAIL_DEFAULT_SENDER = "authmd <no-reply@localhost>"
-    MAIL_TIMEOUT = 10
+    # seconds for the whole SMTP conversation of a request (connect to QUIT), well under gunicorn's worker
+    # timeout (30 s): a silent or trickling mail server gets a 503 email_unavailable, never a killed worker
+    MAIL_DEADLINE = 8
     MAIL_RETRY_AFTER = 60
     # rate limits (flask-limiter); memory counters are per worker process
     RATELIMIT_ENABLED = True

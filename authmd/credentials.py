@@ -1,15 +1,19 @@
 """Credentials room: issue, look up (the hot path on every API call), revoke."""
+import contextlib
 import functools
+import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from datetime import timedelta
 
-from sqlalchemy import and_, bindparam, event, or_, update
+from sqlalchemy import bindparam, event, or_
 
 from . import settings, tx
 from .extensions import db
+from .lifecycle import expire_by_id, live, revoke_where  # noqa: F401 - live, revoke_where: this room's names too
 from .models import Credential, Delegation, Registration, User
 from .rawsql import Prepared
 from .secrets import digest, display_prefix, new_token
@@ -18,6 +22,7 @@ from .util import ProtocolError, utcnow
 PREFIX = {"api_key": "sk_", "access_token": "at_"}
 LAST_USED_GRANULARITY = timedelta(seconds=60)
 HOT_PATH_MMAP_BYTES = 256 * 1024 * 1024  # SQLite's mmap_size on the hot path's held connection
+log = logging.getLogger("authmd")
 
 
 def issue(registration: Registration, cred_type: str, scopes: list[str], *, user_id=None,
@@ -230,6 +235,9 @@ def _lookup(token_digest: str):
         conn = engine.raw_connection()  # from the pool; close() hands it back (rolled back)
         try:
             row = _run(conn.cursor, sql, params)
+        except Exception:
+            conn.invalidate()  # a connection that failed is not pooled again
+            raise
         finally:
             conn.close()
     return row, classes
@@ -254,7 +262,6 @@ def authenticate(token: str):
     if reg.status in ("expired", "revoked"):
         raise ProtocolError(401, "invalid_token", "The registration has ended.")
     if reg.status == "pending" and reg.claim_expires_at is not None and reg.claim_expires_at <= now:
-        from .claims import expire_by_id
         tx.keep_on_error(expire_by_id, reg.id, now)  # the caller's error path writes it (tx.rollback)
         raise ProtocolError(401, "invalid_token", "The registration was not claimed in time and has expired.")
     if user is not None and not user.is_active:
@@ -267,28 +274,66 @@ def authenticate(token: str):
 
 
 def _touch(params: dict) -> None:
-    """The last_used_at UPDATE as one autocommit statement on the held connection, outside the session:
-    through the session it was five round trips on PostgreSQL (pool ping, BEGIN, UPDATE, COMMIT, reset)
-    and SQLAlchemy's transaction machinery on both (bench/README.md). A single UPDATE is atomic by itself."""
+    """The last_used_at UPDATE as one autocommit statement outside the session: through the session it was
+    five round trips on PostgreSQL (pool ping, BEGIN, UPDATE, COMMIT, reset) and SQLAlchemy's transaction
+    machinery on both (bench/README.md). A single UPDATE is atomic by itself, so nothing here commits.
+
+    The write is bookkeeping: when it fails (a read-only or failing database) the caller is still who it
+    is, so the API call goes on; the connection that failed is thrown away, so the next one works as soon
+    as the database does again."""
     engine = db.engine
-    if threading.current_thread() is threading.main_thread():
-        _held.get(engine)
-        cursor = _held.writer()
+    try:
+        if threading.current_thread() is threading.main_thread():
+            _held.get(engine)
+            cursor = _held.writer()
+            try:
+                _TOUCH.execute_on(engine.dialect, cursor, params)
+                cursor.close()
+            except Exception:
+                _held.drop()  # never keep a connection in an unknown state; the next request gets a fresh one
+                raise
+        else:
+            conn = engine.raw_connection()  # from the pool; autocommit for this one statement
+            try:
+                with _autocommit(conn.dbapi_connection):
+                    cursor = conn.cursor()
+                    _TOUCH.execute_on(engine.dialect, cursor, params)
+                    cursor.close()
+            except Exception:
+                conn.invalidate()  # not back into the pool in an unknown state (e.g. opened read-only)
+                raise
+            finally:
+                conn.close()
+    except Exception as exc:  # noqa: BLE001 - see above: the last_used_at write may fail, the call may not
+        _warn_touch_failed(exc)
+
+
+@contextlib.contextmanager
+def _autocommit(raw):
+    """A pooled DBAPI connection in autocommit mode for a statement, then as the pool expects it back."""
+    if isinstance(raw, sqlite3.Connection):
+        before, raw.isolation_level = raw.isolation_level, None
         try:
-            _TOUCH.execute_on(engine.dialect, cursor, params)
-            cursor.close()
-        except Exception:
-            _held.drop()  # never keep a connection in an unknown state; the next request gets a fresh one
-            raise
-    else:
-        conn = engine.raw_connection()  # from the pool, in a transaction of its own
-        try:
-            cursor = conn.cursor()
-            _TOUCH.execute_on(engine.dialect, cursor, params)
-            cursor.close()
-            conn.commit()
+            yield
         finally:
-            conn.close()
+            raw.isolation_level = before
+    else:
+        before, raw.autocommit = raw.autocommit, True
+        try:
+            yield
+        finally:
+            if not raw.closed:
+                raw.autocommit = before
+
+
+_touch_warned = [0.0]
+
+
+def _warn_touch_failed(exc: Exception) -> None:
+    now = time.monotonic()
+    if now - _touch_warned[0] >= 60:  # at most once a minute per process: a fault would flood the log
+        _touch_warned[0] = now
+        log.warning("last_used_at not written (%s: %s); the calls go on", type(exc).__name__, exc)
 
 
 _credentials = Credential.__table__
@@ -299,22 +344,3 @@ _TOUCH = Prepared(_credentials.update()
                   .where(_credentials.c.id == bindparam("credential_id"),
                          or_(_credentials.c.last_used_at.is_(None),
                              _credentials.c.last_used_at < bindparam("stale_before"))))
-
-
-def live(now=None):
-    """The SQL condition for a credential that still works: not revoked, not expired. now: a time, or a
-    bind parameter for a statement built once (the provider revocation's)."""
-    if now is None:
-        now = utcnow()
-    return and_(Credential.revoked_at.is_(None), or_(Credential.expires_at.is_(None), Credential.expires_at > now))
-
-
-def revoke_where(*conditions, now=None) -> int:
-    """Revoke every live credential matching the conditions in one UPDATE; returns how many."""
-    now = now or utcnow()
-    result = db.session.execute(
-        update(Credential)
-        .where(and_(*conditions), live(now))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False))
-    return result.rowcount or 0

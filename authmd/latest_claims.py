@@ -72,7 +72,7 @@ def _registration(claim_token, *, unknown: ProtocolError, lock: bool = True) -> 
 
 
 def _expire_if_due(reg: Registration, now) -> None:
-    from .claims import expire_if_due
+    from .lifecycle import expire_if_due
     expire_if_due(reg, now)
 
 

@@ -266,3 +266,17 @@ class LoginFailure(db.Model):
     email: Mapped[str] = mapped_column(String(320))
     ip: Mapped[Optional[str]] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class ResourceServer(db.Model):
+    """The team's own APIs that may introspect credentials (RFC 7662): each authenticates with its client_id
+    and a secret, of which only the SHA-256 digest is kept."""
+    __tablename__ = "resource_servers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    client_id: Mapped[str] = mapped_column(String(40), unique=True)  # the lookup index
+    secret_digest: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    secret_rotated_at: Mapped[Optional[datetime]] = mapped_column(DateTime)
+    last_used_at: Mapped[Optional[datetime]] = mapped_column(DateTime)

@@ -1,7 +1,7 @@
 """Registration room: anonymous and email-required registrations (ID-JAG lives in trust/idjag)."""
 from datetime import timedelta
 
-from . import audit, credentials, scopes, settings, users
+from . import audit, claims, credentials, scopes, settings, users
 from .extensions import db
 from .models import Credential, Registration
 from .rawsql import Prepared
@@ -64,7 +64,8 @@ def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -
 
 
 def register_verified_email(email: str, requested_credential_type, *, ip=None, user_agent=None) -> dict:
-    from . import claims
+    """The registration and its claim attempt; the claim mail is queued: the caller commits, then calls
+    mail.deliver_queued(), which ends the registration and raises 503 if the mail cannot be delivered."""
     if not settings.get("verified_email_enabled"):
         raise ProtocolError(400, "verified_email_not_enabled", "Email registration is switched off here.")
     if requested_credential_type not in CREDENTIAL_TYPES["verified_email"]:
@@ -77,7 +78,7 @@ def register_verified_email(email: str, requested_credential_type, *, ip=None, u
     db.session.flush()
     audit.record("registration.created", "agent", registration_id=reg.id,
                  registration_type="email-verification", email=email, ip=ip, user_agent=user_agent)
-    claims.start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)  # sends the mail or raises 503
+    claims.start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)  # the mail leaves after the commit
     return {"registration_id": reg.id, "registration_type": "email-verification",
             "claim_url": claim_url(), "claim_token": claim_token,
             "claim_token_expires": iso(reg.claim_expires_at), "post_claim_scopes": scopes.post_claim()}

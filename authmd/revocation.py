@@ -14,7 +14,8 @@ from .util import utcnow
 LIVE_REGISTRATION = ("pending", "claimed", "active")
 
 
-def _count(*conditions) -> int:
+def count_live(*conditions) -> int:
+    """Live credentials matching the conditions (all of them without any)."""
     return db.session.execute(
         db.select(db.func.count(Credential.id)).where(credentials.live(), *conditions)).scalar() or 0
 
@@ -47,7 +48,7 @@ def _end_registrations(condition, now, actor_kind, actor_id, reason, *, ip=None,
 
 # --- one credential -------------------------------------------------------------------------------
 def count_credential(credential_id: int) -> int:
-    return _count(Credential.id == credential_id)
+    return count_live(Credential.id == credential_id)
 
 
 def revoke_credential(credential_id: int, *, actor_kind="admin", actor_id=None, ip=None, user_agent=None) -> int:
@@ -64,7 +65,7 @@ def revoke_credential(credential_id: int, *, actor_kind="admin", actor_id=None, 
 
 # --- one registration -----------------------------------------------------------------------------
 def count_registration(registration_id: str) -> int:
-    return _count(Credential.registration_id == registration_id)
+    return count_live(Credential.registration_id == registration_id)
 
 
 def revoke_registration(registration_id: str, *, actor_kind="admin", actor_id=None, ip=None,
@@ -86,7 +87,7 @@ def revoke_registration(registration_id: str, *, actor_kind="admin", actor_id=No
 
 # --- one delegation (iss, sub, aud) ---------------------------------------------------------------
 def count_delegation(delegation_id: int) -> int:
-    return _count(Credential.delegation_id == delegation_id)
+    return count_live(Credential.delegation_id == delegation_id)
 
 
 def revoke_delegation(delegation_id: int, *, actor_kind="admin", actor_id=None, ip=None, user_agent=None) -> int:
@@ -116,7 +117,7 @@ def _user_condition(user_id: int):
 
 
 def count_user(user_id: int) -> int:
-    return _count(_user_condition(user_id))
+    return count_live(_user_condition(user_id))
 
 
 def revoke_user(user_id: int, *, actor_kind="admin", actor_id=None, ip=None, user_agent=None) -> int:

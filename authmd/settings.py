@@ -3,6 +3,7 @@ import json
 
 from flask import g, has_request_context
 
+from . import audit
 from .extensions import db
 from .models import Setting
 from .rawsql import Prepared
@@ -57,8 +58,11 @@ def get(key: str):
     return all_settings()[key]
 
 
-def update(changes: dict) -> dict:
-    """Write changed settings; returns {key: (before, after)} for the audit row. Caller commits."""
+def update(changes: dict, *, actor_kind: str = "system", user_id=None, actor_id=None, ip=None,
+           user_agent=None) -> dict:
+    """Write the changed settings and one settings.changed audit row with before and after, in the caller's
+    transaction; returns {key: (before, after)} (empty when nothing changed: no row then)."""
+    from . import authdoc  # authdoc reads settings: imported here, not at the top
     current = all_settings()
     diff = {}
     for key, value in changes.items():
@@ -69,4 +73,9 @@ def update(changes: dict) -> dict:
             db.session.merge(Setting(key=key, value=json.dumps(value)))
     if has_request_context():
         g.pop("authmd_settings", None)
+    if diff:
+        audit.record("settings.changed", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent,
+                     user_id=user_id, before={k: v[0] for k, v in diff.items()},
+                     after={k: v[1] for k, v in diff.items()})
+        authdoc.config_changed()
     return diff

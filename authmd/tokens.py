@@ -155,7 +155,7 @@ def exchange(assertion, *, resource=None, ip=None, user_agent=None) -> dict:
         raise ProtocolError(400, "invalid_grant", "The assertion names no registration here.")
     now = utcnow()
     if reg.status == "pending" and reg.claim_expires_at is not None and reg.claim_expires_at <= now:
-        from .claims import expire_by_id
+        from .lifecycle import expire_by_id
         tx.keep_on_error(expire_by_id, reg.id, now)
         raise ProtocolError(400, "invalid_grant", "The registration was not claimed in time and has expired.")
     if reg.status in ("expired", "revoked"):

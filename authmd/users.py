@@ -1,9 +1,10 @@
-"""Users room: who a registration belongs to (verified email, or a user provisioned just in time)."""
+"""Users room: who a registration belongs to (verified email, or a user provisioned just in time), and an
+admin's changes to an account (disable, enable, promote, demote)."""
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from . import settings
+from . import audit, settings
 from .extensions import db
 from .models import Delegation, User
 from .rawsql import Prepared, on_conflict_do_nothing
@@ -171,3 +172,50 @@ def provision(plan: tuple, *, email=None, phone=None, now=None) -> int:
         user_id = _INSERT.first(dict(email=None, email_verified=False, phone=phone, phone_verified=True,
                                      created_at=now or utcnow(), source="id_jag"))[0]
     return user_id
+
+
+# --- an admin's changes to an account: (column, new value, audit event), one implementation each -------------
+_ACCOUNT_CHANGES = {"disable": ("is_active", False, "user.disabled"), "enable": ("is_active", True, "user.enabled"),
+                    "promote": ("is_admin", True, "user.promoted"), "demote": ("is_admin", False, "user.demoted")}
+# an admin who disables or demotes their own account can lock everyone out of the console
+_NOT_ON_ONESELF = ("disable", "demote")
+
+
+def account_change_refused(action: str, user_id: int, by_user_id) -> str | None:
+    """Why the admin by_user_id may not do this to the account, or None (a confirmation page asks first)."""
+    if action in _NOT_ON_ONESELF and user_id == by_user_id:
+        return "You cannot do that to your own account."
+    return None
+
+
+def _change_account(action: str, user_id: int, by_user_id, who: dict) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise ProtocolError(404, "not_found", f"No user #{user_id}.")
+    refused = account_change_refused(action, user.id, by_user_id)
+    if refused:
+        raise ProtocolError(409, "invalid_request", refused)
+    column, value, event = _ACCOUNT_CHANGES[action]
+    setattr(user, column, value)
+    if action in ("disable", "demote"):
+        end_sessions(user)  # every session of the account ends, a copied cookie too
+    audit.record(event, "admin", user_id=user.id, **who)
+    return user
+
+
+def disable(user_id: int, *, by_user_id=None, actor_id=None, ip=None, user_agent=None) -> User:
+    """Every credential of the user stops working at once (the hot path checks the account) and the user can
+    no longer sign in."""
+    return _change_account("disable", user_id, by_user_id, dict(actor_id=actor_id, ip=ip, user_agent=user_agent))
+
+
+def enable(user_id: int, *, by_user_id=None, actor_id=None, ip=None, user_agent=None) -> User:
+    return _change_account("enable", user_id, by_user_id, dict(actor_id=actor_id, ip=ip, user_agent=user_agent))
+
+
+def promote(user_id: int, *, by_user_id=None, actor_id=None, ip=None, user_agent=None) -> User:
+    return _change_account("promote", user_id, by_user_id, dict(actor_id=actor_id, ip=ip, user_agent=user_agent))
+
+
+def demote(user_id: int, *, by_user_id=None, actor_id=None, ip=None, user_agent=None) -> User:
+    return _change_account("demote", user_id, by_user_id, dict(actor_id=actor_id, ip=ip, user_agent=user_agent))

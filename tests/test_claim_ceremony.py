@@ -95,14 +95,16 @@ def test_an_expired_link_is_replaced_by_a_new_attempt(app, agent, person, smtp, 
     assert agent.complete(reg["claim_token"], person.reveal(new_link)).status_code == 200
 
 
-def test_claim_when_mail_is_refused_is_503_changes_nothing_and_can_be_retried(app, agent, person, smtp):
+def test_claim_when_mail_is_refused_is_503_leaves_nothing_usable_and_can_be_retried(app, agent, person, smtp):
     reg = agent.register_anonymous()
-    before = count_rows(app)
     smtp.refuse = True
     r = agent.claim(reg["claim_token"], "sam@example.com")
     assert r.status_code == 503 and r.json()["error"] == "email_unavailable"
     assert int(r.headers["Retry-After"]) > 0
-    assert count_rows(app) == before
+    with app.app_context():  # the attempt whose mail never left is marked failed; the registration untouched
+        assert db.session.execute(db.select(ClaimAttempt.status)).scalars().all() == ["failed"]
+        assert db.session.get(Registration, reg["registration_id"]).status == "pending"
+    assert agent.api(reg["credential"]).status_code == 200
     smtp.refuse = False
     ok = agent.claim(reg["claim_token"], "sam@example.com")
     assert ok.status_code == 200

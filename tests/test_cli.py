@@ -41,7 +41,7 @@ def test_scopes_add_then_remove_an_unused_scope(app, runner):
     assert r.exit_code == 0 and "added reports.read" in r.output
     assert "reports.read\tpre-claim,post-claim\tRead reports" in runner.invoke(args=["scopes", "list"]).output
     dup = runner.invoke(args=["scopes", "add", "reports.read"])
-    assert dup.exit_code == 1 and "Error: scope reports.read already exists" in dup.output, dup.output
+    assert dup.exit_code == 1 and "Error: A scope named reports.read exists." in dup.output, dup.output
     assert runner.invoke(args=["scopes", "list"]).output.count("reports.read") == 1
     r = runner.invoke(args=["scopes", "remove", "reports.read"])
     assert r.exit_code == 0 and "removed reports.read" in r.output
@@ -55,7 +55,7 @@ def test_scopes_add_refuses_bad_names(app, runner, name):
     r = runner.invoke(args=["scopes", "add", name])
     # 2 is click's usage error; a crash would exit 1 with a traceback instead of this message
     assert r.exit_code == 2, r.output
-    assert "Error: Invalid value for NAME: a scope name is 1-100 characters" in r.output
+    assert "Error: Invalid value for NAME: A scope name is 1-100 letters, digits and . _ : - only." in r.output
     with app.app_context():
         assert db.session.execute(db.select(Scope.name).order_by(Scope.position)).scalars().all() == [
             "api.read", "api.write"]

@@ -100,25 +100,34 @@ def test_scope_in_use_cannot_be_deleted_only_disabled(app, admin_client):
     assert r.status_code == 400 and 'id="name-error"' in r.get_data(as_text=True)
     assert post_form(admin_client, "/console/scopes", {"name": "invoices.read", "description": "Invoices",
                                                        "position": "5", "post_claim": "y", "enabled": "y"}).status_code == 302
+    dup = post_form(admin_client, "/console/scopes", {"name": "invoices.read", "post_claim": "y", "enabled": "y"})
+    assert dup.status_code == 400 and "A scope named invoices.read exists." in dup.get_data(as_text=True)
     register(app.test_client())  # holds api.read
     with app.app_context():
         read = db.session.execute(db.select(Scope).where(Scope.name == "api.read")).scalar().id
         inv = db.session.execute(db.select(Scope).where(Scope.name == "invoices.read")).scalar().id
     blocked = admin_client.get(f"/console/scopes/{read}/delete")
-    assert blocked.status_code == 409 and "cannot be deleted" in blocked.get_data(as_text=True)
-    post_form(admin_client, f"/console/scopes/{read}/delete", {}, post_url=f"/console/scopes/{read}/delete")
-    with app.app_context():
-        assert db.session.get(Scope, read) is not None
-    r = post_form(admin_client, f"/console/scopes/{read}/edit", {"description": "Read", "position": "0",
-                                                                 "pre_claim": "y"})
-    assert r.status_code == 302
+    html = blocked.get_data(as_text=True)
+    assert blocked.status_code == 409 and "cannot be deleted" in html and "Disable scope" in html
+    # the one implementation (authmd.scopes.remove, as `flask scopes remove`): held, so disabled, not deleted
+    r = admin_client.post(f"/console/scopes/{read}/delete", data={"csrf_token": csrf_token(html)})
+    assert r.status_code == 302 and r.headers["Location"].endswith(f"/console/scopes/{read}/edit")
     with app.app_context():
         assert db.session.get(Scope, read).enabled is False
+    assert [json.loads(e.data)["scope"] for e in audit_rows(app, "scope.disabled")] == ["api.read"]
     assert "api.read" not in admin_client.get("/.well-known/oauth-protected-resource").get_json()["scopes_supported"]
+    assert "disabled already" in admin_client.get(f"/console/scopes/{read}/delete").get_data(as_text=True)
+    r = post_form(admin_client, f"/console/scopes/{read}/edit", {"description": "Read", "position": "0",
+                                                                 "pre_claim": "y", "enabled": "y"})
+    assert r.status_code == 302
+    with app.app_context():
+        row = db.session.get(Scope, read)
+        assert row.enabled is True and row.description == "Read" and row.post_claim is False
+    assert len(audit_rows(app, "scope.enabled")) == 1
     post_form(admin_client, f"/console/scopes/{inv}/delete", {})
     with app.app_context():
         assert db.session.get(Scope, inv) is None
-    assert len(audit_rows(app, "scope.disabled")) == 1 and len(audit_rows(app, "scope.removed")) == 1
+    assert len(audit_rows(app, "scope.removed")) == 1
 
 
 def test_authmd_preview_publish_diff_and_rollback(app, admin_client):
@@ -279,15 +288,36 @@ def test_audit_filter_and_streamed_exports(app, admin_client):
     assert admin_client.get("/console/audit?user=abc").status_code == 400
 
 
-def test_audit_export_reads_in_batches(app, admin_client, monkeypatch):
-    from authmd.console import admin
-    monkeypatch.setattr(admin, "EXPORT_BATCH", 2)
+def test_audit_export_reads_every_matching_row_once_in_keyset_batches(app, admin_client, monkeypatch):
+    from sqlalchemy import event
+
+    from authmd import queries
+    monkeypatch.setattr(queries, "EXPORT_BATCH", 2)
     agent = app.test_client()
     for _ in range(3):
-        register(agent)
-    rows = admin_client.get("/console/audit/export.jsonl").get_data(as_text=True).splitlines()
-    ids = [json.loads(x)["id"] for x in rows]
-    assert len(ids) >= 6 and ids == sorted(set(ids), reverse=True)
+        register(agent)  # registration.created + credential.issued each, after admin.created and admin.login
+    with app.app_context():
+        every = [i for (i,) in db.session.execute(db.select(AuditEvent.id).order_by(AuditEvent.id.desc()))]
+        issued = [i for (i,) in db.session.execute(db.select(AuditEvent.id).where(
+            AuditEvent.event == "credential.issued").order_by(AuditEvent.id.desc()))]
+        engine = db.engine
+    reads = []
+
+    def count_reads(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM audit_events" in statement:
+            reads.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count_reads)
+    try:
+        rows = admin_client.get("/console/audit/export.jsonl").get_data(as_text=True).splitlines()
+        batches = len(reads)
+        filtered = admin_client.get("/console/audit/export.jsonl?event=credential.*").get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", count_reads)
+    assert len(every) == 8 and [json.loads(x)["id"] for x in rows] == every  # all of them, once, newest first
+    assert batches >= 4, f"{len(every)} rows in batches of 2 took {batches} read(s)"
+    # the filter holds in every batch, not only in the first
+    assert [json.loads(x)["id"] for x in filtered.splitlines()] == issued and len(issued) == 3
 
 
 def test_outbox_shows_held_mail(app, admin_client):
@@ -329,3 +359,152 @@ def test_csv_export_defuses_formulas_from_agent_controlled_fields(app, admin_cli
     agent.post("/agent/auth", json={"type": "anonymous"}, headers={"User-Agent": "=HYPERLINK(\"http://x\")"})
     body = admin_client.get("/console/audit/export.csv?event=registration.created").get_data(as_text=True)
     assert "'=HYPERLINK" in body and ",=HYPERLINK" not in body
+
+
+# --- the console's domain doors, its safety and its polish -----------------------------------------------------
+def test_the_revoke_page_goes_back_only_to_a_path_on_this_host(app, admin_client):
+    reg = register(app.test_client())
+    url = f"/console/revoke?kind=registration&target={reg['registration_id']}&back="
+    ok = admin_client.get(url + "/console/users").get_data(as_text=True)
+    assert '<a class="button" href="/console/users">Cancel</a>' in ok
+    for bad in ("https://evil.example/x", "//evil.example", "/\\evil.example", "/\tevil.example", "javascript:x"):
+        html = admin_client.get("/console/revoke", query_string={
+            "kind": "registration", "target": reg["registration_id"], "back": bad}).get_data(as_text=True)
+        assert '<a class="button" href="/console/registrations">Cancel</a>' in html, bad
+        assert 'name="back" value="/console/registrations"' in html, bad
+    r = admin_client.post("/console/revoke", data={"csrf_token": csrf_token(ok), "kind": "registration",
+                                                   "target": reg["registration_id"], "back": "/\\evil.example"})
+    assert r.status_code == 302 and r.headers["Location"] == "/console/registrations"
+
+
+def test_an_admin_cannot_disable_or_demote_their_own_account(app, admin_client, admin_user):
+    from authmd import users
+    from authmd.util import ProtocolError
+    for action in ("disable", "demote"):
+        r = admin_client.get(f"/console/users/{admin_user}/{action}")
+        assert r.status_code == 302 and r.headers["Location"].endswith(f"/console/users/{admin_user}")
+        page = admin_client.get(f"/console/users/{admin_user}").get_data(as_text=True)
+        assert "You cannot do that to your own account." in page
+        admin_client.post(f"/console/users/{admin_user}/{action}", data={"csrf_token": csrf_token(page)})
+    with app.app_context():
+        me = db.session.get(User, admin_user)
+        assert me.is_active and me.is_admin
+        for fn in (users.disable, users.demote):  # the domain refuses it too, whoever calls it
+            try:
+                fn(admin_user, by_user_id=admin_user, actor_id="test")
+                raise AssertionError(f"{fn.__name__} of oneself was allowed")
+            except ProtocolError as exc:
+                assert exc.status == 409
+    assert audit_rows(app, "user.disabled") == [] and audit_rows(app, "user.demoted") == []
+
+
+def test_dashboard_says_when_the_development_provider_is_on(make_app, app, admin_client, admin_user, tmp_path):
+    from tests.fixtures.console import ADMIN_EMAIL, ADMIN_PASSWORD
+    assert "development identity provider is ON" not in admin_client.get("/console/").get_data(as_text=True)
+    dev = make_app(DEV_PROVIDER=True, DEV_PROVIDER_KEY_FILE=str(tmp_path / "dev.pem"))
+    client = dev.test_client()
+    post_form(client, "/console/login", {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    html = client.get("/console/").get_data(as_text=True)
+    attention = html.split('id="warn-title"', 1)[1].split("</section>", 1)[0]
+    assert "The development identity provider is ON (AUTHMD_DEV_PROVIDER)" in attention
+
+
+def test_dashboard_counts_read_as_sentences_and_each_chart_has_a_title_and_axes(app, admin_client):
+    agent = app.test_client()
+    regs = [register(agent) for _ in range(2)]
+    agent.post("/agent/auth/claim", json={"claim_token": regs[0]["claim_token"], "email": "ada@example.com"})
+    html = admin_client.get("/console/").get_data(as_text=True)
+    assert '<span class="num">1</span> claim waiting' in html and '<span class="num">2</span> registrations' in html
+    assert '<span class="num">1</span> user</div>' in html and "1</span> users" not in html  # the admin
+    agent.post("/agent/auth/claim", json={"claim_token": regs[1]["claim_token"], "email": "bob@example.com"})
+    assert '<span class="num">2</span> claims waiting' in admin_client.get("/console/").get_data(as_text=True)
+    with app.app_context():
+        today = utcnow().date()
+    first, last = (today - timedelta(days=29)).isoformat(), today.isoformat()
+    charts = re.findall(r'<figure class="chart">(.*?)</figure>', html, re.S)
+    assert len(charts) == 6
+    for chart in charts:
+        assert re.search(r"<figcaption>[A-Z][^<]+ <span", chart), "a chart without a title"
+        assert f'<div class="x-axis" aria-hidden="true"><span>{first}</span><span>{last}</span></div>' in chart
+    anonymous = next(c for c in charts if "Registrations: anonymous" in c)
+    assert '<div class="y-axis" aria-hidden="true"><span>2</span><span>0</span></div>' in anonymous
+
+
+def test_every_page_links_the_favicon_and_it_is_served(app, admin_client):
+    page = admin_client.get("/console/").get_data(as_text=True)
+    assert '<link rel="icon" type="image/svg+xml" href="/static/favicon.svg">' in page
+    icon = admin_client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and b"<svg" in icon.data
+    assert 'rel="icon"' in app.test_client().get("/portal/login").get_data(as_text=True)
+
+
+def test_the_issuer_revoke_button_says_what_it_revokes(app, admin_client):
+    seed_registrations(app, 1)
+    with app.app_context():
+        db.session.get(Registration, "reg_00000000").iss = "https://idp.example"
+        db.session.commit()
+    html = admin_client.get("/console/registrations/reg_00000000").get_data(as_text=True)
+    assert ">Revoke everything this issuer vouched for</a>" in html and "this issuer's<" not in html
+
+
+def test_a_template_error_names_its_line_in_the_admins_text(app, admin_client):
+    from authmd.console import docs
+    page = admin_client.get("/console/authmd").get_data(as_text=True)
+    six = "".join(f"Line {n} of the document.\r\n" for n in range(1, 7))  # a browser's textarea sends CRLF
+    for bad in ("{{ service_name.nope.deeper }}", "{{ 1 / 0 }}", "{% if %}", "{{ ''.__class__.__mro__ }}",
+                "{{ range(10 ** 9) | list }}"):
+        for action in ("preview", "publish"):
+            r = admin_client.post("/console/authmd", data={"csrf_token": csrf_token(page), "action": action,
+                                                           "body": six + bad + "\r\nLine 8.\r\n"})
+            error = r.get_data(as_text=True).split('id="body-error"', 1)[1].split("</p>", 1)[0]
+            assert r.status_code == 400 and "on line 7" in error, (bad, action, error)
+        with app.test_request_context():
+            assert "on line 7:" in docs.render_text(six.replace("\r\n", "\n") + bad)[1]
+    with app.app_context():
+        assert db.session.execute(db.select(AuthDocVersion)).first() is None  # nothing was published
+    assert len(admin_client.get("/auth.md").data) > 1000
+
+
+def test_lifetimes_read_in_minutes_hours_and_days(app, admin_client, clock):
+    from tests.fixtures.flows import email_body
+    settings_page = admin_client.get("/console/settings").get_data(as_text=True)
+    for said in ("Now 86400 seconds = 1 day.", "Now 600 seconds = 10 minutes.", "Now 3600 seconds = 1 hour.",
+                 "between 60 (1 minute) and 2592000 (30 days)."):
+        assert said in settings_page
+    clock.frozen = clock()
+    reg = app.test_client().post("/agent/auth", json=email_body("ada@example.com", "access_token")).get_json()
+    with app.test_request_context():  # the access token a completed claim would issue
+        from authmd import credentials
+        credentials.issue(db.session.get(Registration, reg["registration_id"]), "access_token", ["api.read"])
+        db.session.commit()
+    detail = admin_client.get(f"/console/registrations/{reg['registration_id']}").get_data(as_text=True)
+    assert "(in 1 day; a claim window of 1 day)" in detail and "(lifetime 1 hour)" in detail
+    assert "86400" not in detail and "3600" not in detail
+
+
+def test_tables_clip_long_ids_and_emails_with_the_whole_text_in_a_title(app, admin_client):
+    long_email = "margaret.hamilton.long-address@apollo-guidance.example.com"
+    seed_registrations(app, 1)
+    with app.app_context():
+        db.session.get(Registration, "reg_00000000").email = long_email
+        db.session.commit()
+    html = admin_client.get("/console/registrations").get_data(as_text=True)
+    assert f'<span class="clip " title="{long_email}">{long_email}</span>' in html
+    assert ('<a class="clip id" href="/console/registrations/reg_00000000" title="reg_00000000">'
+            '<code>reg_00000000</code></a>') in html
+    assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT[\d:.]+Z"><span class="nowrap">\d{4}-\d\d-\d\d</span> '
+                     r'<span class="nowrap">\d\d:\d\d UTC</span></time>', html)
+
+
+def test_console_changes_are_audited_with_who_asked(app, admin_client):
+    """The domain functions take the admin, the address and the browser from the view: they read no request."""
+    headers = {"User-Agent": "AdminBrowser/1.0"}
+    page = admin_client.get("/console/scopes").get_data(as_text=True)
+    admin_client.post("/console/scopes", data={"csrf_token": csrf_token(page), "name": "files.read",
+                                               "post_claim": "y", "enabled": "y"}, headers=headers)
+    admin_client.post("/console/authmd", data={"csrf_token": csrf_token(page), "action": "publish",
+                                               "body": "# hi\n"}, headers=headers)
+    for event in ("scope.added", "authmd.published"):
+        [row] = audit_rows(app, event)
+        assert (row.actor_kind, row.actor_id, row.user_agent) == ("admin", "root@example.com", "AdminBrowser/1.0")
+        assert row.ip == "127.0.0.1"

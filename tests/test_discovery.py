@@ -42,6 +42,7 @@ def test_authorization_server_metadata(client):
         "jwks_uri": ISSUER + "/.well-known/jwks.json",
         "grant_types_supported": ["urn:ietf:params:oauth:grant-type:jwt-bearer"],
         "token_endpoint_auth_methods_supported": ["none"],
+        "introspection_endpoint": ISSUER + "/oauth2/introspect",
         "agent_auth": {
             "skill": ISSUER + "/auth.md", "register_uri": ISSUER + "/agent/auth",
             "claim_uri": ISSUER + "/agent/auth/claim", "revocation_uri": ISSUER + "/agent/auth/revoke",
@@ -244,9 +245,17 @@ def test_configuration_from_authmd_environment_variables(schema, monkeypatch, sm
             db.engine.dispose()
 
 
-def test_resource_defaults_to_the_issuer_api_path(make_app):
-    other = make_app(ISSUER="https://a.example", RESOURCE=None)
-    assert other.config["RESOURCE"] == "https://a.example/api/"
+@pytest.mark.parametrize("issuer", ["https://a.example", "https://a.example/"])
+def test_resource_defaults_to_the_issuer_api_path(make_app, issuer):
+    other = make_app(ISSUER=issuer, RESOURCE=None)
+    assert other.config["RESOURCE"] == "https://a.example/api/"  # one slash, whatever the ISSUER ends with
+    c = other.test_client()
+    prm = c.get("/.well-known/oauth-protected-resource").get_json()
+    meta = c.get("/.well-known/oauth-authorization-server").get_json()
+    # what agents read, not only the setting: the documents name that resource and the issuer without a slash
+    assert prm["resource"] == meta["resource"] == "https://a.example/api/"
+    assert prm["authorization_servers"] == [meta["issuer"]] == ["https://a.example"]
+    assert "https://a.example/api/resource" in c.get("/auth.md").get_data(as_text=True)
 
 
 def test_the_default_document_describes_the_latest_protocol_first_and_keeps_v01(client):

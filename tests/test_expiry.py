@@ -1,6 +1,6 @@
 """Expiry (spec §2.1): unclaimed registrations end at their deadline, lazily on touch and by `flask expire`;
 the anonymous key is revoked and registration.expired is recorded exactly once. Time moves by the clock."""
-from authmd import claims
+from authmd import lifecycle
 from authmd.extensions import db
 from authmd.models import ClaimAttempt, Credential, Registration
 from tests.fixtures.flows import ANON, audit_rows
@@ -88,10 +88,10 @@ def test_expiring_twice_records_once(app, client, clock):
     clock.advance(days=2)
     with app.app_context():
         row = db.session.get(Registration, reg["registration_id"])
-        assert claims.expire_registration(row) is True
-        assert claims.expire_registration(row) is False
+        assert lifecycle.expire_registration(row) is True
+        assert lifecycle.expire_registration(row) is False
         db.session.commit()
-        assert claims.expire_due() == 0
+        assert lifecycle.expire_due() == 0
     assert len(audit_rows(app, "registration.expired")) == 1
 
 
@@ -114,6 +114,6 @@ def test_expire_handles_many_in_batches(app, client, clock):
     regs = [register(client) for _ in range(7)]
     clock.advance(days=1, seconds=1)
     with app.app_context():
-        assert claims.expire_due(batch=3) == 7
+        assert lifecycle.expire_due(batch=3) == 7
     assert len(audit_rows(app, "registration.expired")) == 7
     assert all(state(app, r["registration_id"])[0] == "expired" for r in regs)

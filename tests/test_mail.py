@@ -19,7 +19,7 @@ def test_the_claim_mail_names_agent_address_expiry_and_how_to_refuse(app, agent,
     text = msg.get_body(preferencelist=("plain",)).get_content()
     html = msg.get_body(preferencelist=("html",)).get_content()
     for body in (text, html):
-        assert "TestAgent/1.0 (pytest)" in body  # the requesting agent
+        assert "TestAgent/1.0 (pytest)" in body and "self-reported" in body  # the requesting agent, as it says
         assert "127.0.0.1" in body  # from where
         assert "2026-05-20T09:30:00.000Z" in body  # when
         assert "zoe@example.com" in body
@@ -65,13 +65,16 @@ def test_without_a_mail_server_the_message_goes_to_the_outbox_not_the_log(app, c
 
 def test_an_unreachable_mail_server_is_email_unavailable(make_app):
     from tests.fixtures.smtp import free_port
-    from tests.conftest import _wipe, count_rows
-    app = make_app(MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port(), MAIL_TIMEOUT=2)
+    from tests.conftest import _wipe
+    from authmd.models import ClaimAttempt, Credential, Registration
+    app = make_app(MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port(), MAIL_DEADLINE=2)
     _wipe(app)
-    before = count_rows(app)
     body = {"type": "identity_assertion", "assertion_type": "verified_email", "assertion": "u@example.com",
             "requested_credential_type": "api_key"}
     r = app.test_client().post("/agent/auth", json=body)
     assert r.status_code == 503 and r.get_json()["error"] == "email_unavailable"
     assert r.headers["Retry-After"] == "60"
-    assert count_rows(app) == before
+    with app.app_context():  # nothing usable is left: the registration ended, its attempt failed
+        assert [reg.status for reg in db.session.execute(db.select(Registration)).scalars()] == ["expired"]
+        assert [a.status for a in db.session.execute(db.select(ClaimAttempt)).scalars()] == ["failed"]
+        assert db.session.execute(db.select(Credential)).first() is None

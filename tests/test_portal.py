@@ -131,3 +131,48 @@ def test_my_agents_revoke_after_confirmation(app, smtp):
         assert db.session.get(Registration, reg["registration_id"]).status == "revoked"
         row = db.session.execute(db.select(AuditEvent).where(AuditEvent.event == "registration.revoked")).scalar()
         assert row.actor_kind == "user"
+
+
+def test_my_provider_delegation_revokes_through_the_same_confirmation(app, smtp, provider, register_id_jag):
+    from authmd.models import Delegation
+    from tests.fixtures.provider import trust
+    trust(app, provider)
+    agent = app.test_client()
+    r = register_id_jag(agent, provider.id_jag(email="ada@example.com", sub="ada-at-idp"))
+    assert r.status_code == 200, r.get_json()
+    key = {"Authorization": "Bearer " + r.get_json()["credential"]}
+    with app.app_context():
+        dele = db.session.execute(db.select(Delegation)).scalar_one().id
+    other = app.test_client()
+    portal_sign_in(other, smtp, "eve@example.com")
+    assert other.get(f"/portal/delegations/{dele}/revoke").status_code == 404
+    home = other.get("/portal/").get_data(as_text=True)
+    assert other.post(f"/portal/delegations/{dele}/revoke", data={"csrf_token": csrf_token(home)}).status_code == 404
+    assert agent.get("/api/resource", headers=key).status_code == 200  # eve changed nothing
+    user = app.test_client()
+    portal_sign_in(user, smtp, "ada@example.com")
+    confirm = user.get(f"/portal/delegations/{dele}/revoke").get_data(as_text=True)
+    assert "Revoke this provider delegation?" in confirm and "<strong>1</strong> live credential(s)" in confirm
+    assert '<a class="button" href="/portal/">Cancel</a>' in confirm
+    done = user.post(f"/portal/delegations/{dele}/revoke", data={"csrf_token": csrf_token(confirm)})
+    assert done.status_code == 302 and done.headers["Location"] == "/portal/"
+    assert "Revoked: 1 credential(s) stopped working." in user.get("/portal/").get_data(as_text=True)
+    assert agent.get("/api/resource", headers=key).status_code == 401
+    with app.app_context():
+        assert db.session.get(Delegation, dele).revoked_at is not None
+        row = db.session.execute(db.select(AuditEvent).where(AuditEvent.event == "registration.revoked")).scalar()
+        assert row.actor_kind == "user"
+
+
+def test_the_portal_shows_every_time_in_one_format(app, smtp):
+    agent, reg, attempt = anonymous_claim(app, "ada@example.com")
+    user = app.test_client()
+    portal_sign_in(user, smtp, "ada@example.com")
+    home = user.get("/portal/").get_data(as_text=True)
+    r = user.post(f"/portal/claims/{attempt['claim_attempt_id']}/code", data={"csrf_token": csrf_token(home)})
+    for page in (home, r.get_data(as_text=True)):
+        shown = re.sub(r"<[^>]+>", "", page)  # the text a reader sees (datetime= attributes hold the ISO form)
+        assert not re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", shown), "an ISO timestamp shown as text"
+        times = re.findall(r"\d{4}-\d\d-\d\d \d\d:\d\d(?::\d\d)? UTC", shown)
+        assert len(times) >= 2 and len(times) == len(re.findall(r"\d{4}-\d\d-\d\d", shown))
+    assert re.search(r"It is valid until <time datetime=\"[^\"]+Z\">", r.get_data(as_text=True))

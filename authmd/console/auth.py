@@ -246,11 +246,12 @@ def portal_login():
         try:
             send_login_link(email, now)
             db.session.commit()
+            mail.deliver_queued()
         except ProtocolError as exc:
-            db.session.rollback()
+            tx.rollback()
             form.email.errors.append(exc.message)
             return render_template("portal/login.html", form=form,
-                                   service_name=settings.get("service_name")), exc.status
+                                   service_name=settings.get("service_name")), exc.status, exc.headers or {}
         # one answer whether or not the address is known
         return render_template("portal/login_sent.html", message=SAME_ANSWER,
                                service_name=settings.get("service_name"))
@@ -260,7 +261,8 @@ def portal_login():
 
 
 def send_login_link(email: str, now) -> bool:
-    """Mail a one-time sign-in link unless the address is disabled or asked too often. Caller commits."""
+    """Queue a one-time sign-in link unless the address is disabled or asked too often. Caller commits, then
+    calls mail.deliver_queued() (which withdraws the link and raises 503 if the mail cannot be delivered)."""
     user = by_email(email)
     if user is not None and not user.is_active:
         return False
@@ -271,11 +273,16 @@ def send_login_link(email: str, now) -> bool:
     if recent >= LINKS_PER_WINDOW:
         return False  # quietly: the same answer, no mail flood
     token = new_token("sil_", 32)
-    db.session.add(LoginLink(email=email, digest=digest(token), created_at=now, expires_at=now + LINK_TTL))
+    row = LoginLink(email=email, digest=digest(token), created_at=now, expires_at=now + LINK_TTL)
+    db.session.add(row)
+    db.session.flush()
     link = current_app.config["ISSUER"] + url_for("console_auth.portal_link") + "?token=" + token
     subject, text, html = mail.render("portal_login", link=link, email=email,
                                       service_name=settings.get("service_name"), minutes=15)
-    mail.send(email, subject, text, html)
+    # a link whose mail never left is withdrawn: it does not count toward the window, nobody holds it
+    mail.queue(email, subject, text, html,
+               on_failure=(lambda link_id: db.session.execute(db.delete(LoginLink).where(LoginLink.id == link_id)),
+                           row.id))
     return True
 
 

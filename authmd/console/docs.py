@@ -1,12 +1,9 @@
 """Console auth.md room: Markdown preview (markdown-it-py + nh3), drift check, version diffs."""
 import difflib
 import re
-from functools import lru_cache
 
 import nh3
-from jinja2 import TemplateError
 from markdown_it import MarkdownIt
-from jinja2.exceptions import SecurityError
 
 from .. import authdoc
 from ..extensions import db
@@ -24,20 +21,9 @@ STRING_RE = re.compile(r'"([^"]*)"')
 
 
 def render_text(template_text: str) -> tuple[str | None, str | None]:
-    """(rendered Markdown, None) or (None, a message saying why the template does not render)."""
-    try:
-        return _compiled(template_text).render(**authdoc.context()), None
-    except SecurityError as exc:
-        return None, f"The template tried something not allowed: {exc}"
-    except TemplateError as exc:
-        line = getattr(exc, "lineno", None)
-        return None, f"Template error{f' on line {line}' if line else ''}: {exc.message or exc}"
-
-
-@lru_cache(maxsize=16)
-def _compiled(template_text: str):
-    # compiling the sandboxed template costs ~20 ms; the dashboard checks the same published text every time
-    return authdoc._env.from_string(template_text)
+    """(rendered Markdown, None) or (None, a message saying why the template does not render and at which line
+    of the admin's text)."""
+    return authdoc.try_render(template_text)
 
 
 def to_html(markdown_text: str) -> str:

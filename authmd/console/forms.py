@@ -1,5 +1,4 @@
 """Console forms room: every Flask-WTF form of the console and the portal (CSRF comes with FlaskForm)."""
-import re
 from urllib.parse import urlparse
 
 from flask_wtf import FlaskForm
@@ -8,9 +7,10 @@ from wtforms import (BooleanField, EmailField, IntegerField, PasswordField,
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, ValidationError
 
 from ..trust.issuers import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
+from ..scopes import NAME_RE as SCOPE_RE
+from .formatting import duration
 
 LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
-SCOPE_RE = re.compile(r"[A-Za-z0-9._:\-]{1,100}")
 MIN_PASSWORD = 10  # admins' passwords, from the setup page and from `flask create-admin`
 
 
@@ -109,20 +109,23 @@ class AuthDocForm(FlaskForm):
                        description="What changed and why (shown in the history).")
 
 
+def _lifetime(label: str, most: int) -> IntegerField:
+    """A lifetime in seconds, from one minute to `most`, its range said in words too."""
+    allowed = f"Between 60 (1 minute) and {most} ({duration(most)})."
+    return IntegerField(label, description=f"Allowed: {allowed[0].lower()}{allowed[1:]}", validators=[
+        DataRequired("Enter a number of seconds."), NumberRange(60, most, allowed)])
+
+
 class SettingsForm(FlaskForm):
     service_name = StringField("Service name", validators=[DataRequired("Enter a name."), Length(max=100)])
     logo_uri = URLField("Logo URL", validators=[Optional(), Length(max=1000), https_or_loopback])
     anonymous_enabled = BooleanField("Anonymous start")
     verified_email_enabled = BooleanField("Email required (verified_email)")
     id_jag_enabled = BooleanField("Agent verified (ID-JAG)")
-    registration_ttl = IntegerField("Claim deadline (seconds)", validators=[
-        DataRequired("Enter a number of seconds."), NumberRange(60, 30 * 86400, "Between 60 s and 30 days.")])
-    claim_link_ttl = IntegerField("Claim link lifetime (seconds)", validators=[
-        DataRequired("Enter a number of seconds."), NumberRange(60, 86400, "Between 60 s and one day.")])
-    otp_ttl = IntegerField("Code lifetime (seconds)", validators=[
-        DataRequired("Enter a number of seconds."), NumberRange(60, 3600, "Between 60 s and one hour.")])
-    access_token_ttl = IntegerField("Access token lifetime (seconds)", validators=[
-        DataRequired("Enter a number of seconds."), NumberRange(60, 86400, "Between 60 s and one day.")])
+    registration_ttl = _lifetime("Claim deadline (seconds)", 30 * 86400)
+    claim_link_ttl = _lifetime("Claim link lifetime (seconds)", 86400)
+    otp_ttl = _lifetime("Code lifetime (seconds)", 3600)
+    access_token_ttl = _lifetime("Access token lifetime (seconds)", 86400)
     otp_max_per_attempt = IntegerField("Codes per claim attempt", validators=[
         DataRequired("Enter a number."), NumberRange(1, 20, "Between 1 and 20.")])
     otp_max_failures_per_attempt = IntegerField("Wrong codes per attempt", validators=[
@@ -139,6 +142,14 @@ class SettingsForm(FlaskForm):
     KEYS = ("service_name", "logo_uri", "anonymous_enabled", "verified_email_enabled", "id_jag_enabled",
             "registration_ttl", "claim_link_ttl", "otp_ttl", "access_token_ttl", "otp_max_per_attempt",
             "otp_max_failures_per_attempt", "otp_max_failures_per_registration", "existing_users_only")
+
+    LIFETIMES = ("registration_ttl", "claim_link_ttl", "otp_ttl", "access_token_ttl")
+
+    def describe_lifetimes(self, current: dict) -> None:
+        """Each lifetime's hint says the saved value in minutes, hours or days."""
+        for key in self.LIFETIMES:
+            field = getattr(self, key)
+            field.description = f"Now {current[key]} seconds = {duration(current[key])}. {field.description}"
 
     def values(self) -> dict:
         out = {k: getattr(self, k).data for k in self.KEYS}

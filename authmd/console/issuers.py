@@ -8,7 +8,7 @@ from ..extensions import db
 from ..models import TrustedIssuer
 from ..trust import issuers as trust_list
 from ..trust.jwks import probe_jwks
-from .admin import actor, bp
+from .common import actor, bp
 from .auth import admin_required
 from .forms import ButtonForm, IssuerForm
 

@@ -1,7 +1,7 @@
 """Agent endpoints room: registration, the agent's side of the claim, the claim page's JSON button."""
 from flask import Blueprint, jsonify, request
 
-from .. import claims, idjag, registration
+from .. import claims, idjag, mail, registration
 from .. import ratelimit as rl
 from ..extensions import db, limiter
 from ..users import normalize_email
@@ -56,6 +56,7 @@ def register():
     else:
         raise ProtocolError(400, "invalid_request", f"Unknown type {kind[:40]!r}.")
     db.session.commit()
+    mail.deliver_queued()  # after the commit: no lock waits on the mail server (the email-required flow)
     return _no_store(answer)
 
 
@@ -69,6 +70,7 @@ def claim():
     email = normalize_email(body["email"])
     answer = claims.request_claim(body["claim_token"], email, ip=request.remote_addr, user_agent=_ua())
     db.session.commit()
+    mail.deliver_queued()
     return jsonify(answer)
 
 

@@ -4,16 +4,10 @@ import json
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from .. import credentials, tx
 from ..util import ProtocolError
-from .errors import json_error
+from . import bearer
 
 bp = Blueprint("api", __name__)
-
-
-def _challenge(extra: str = "") -> str:
-    prm = current_app.config["ISSUER"] + "/.well-known/oauth-protected-resource"
-    return f'Bearer {extra}resource_metadata="{prm}"'
 
 
 def require_credential(scope: str | None = None):
@@ -21,33 +15,20 @@ def require_credential(scope: str | None = None):
     def decorate(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            header = request.environ.get("HTTP_AUTHORIZATION", "")
-            scheme, _, token = header.partition(" ")
-            token = token.strip()
-            if not header or scheme.lower() != "bearer" or not token:
-                return json_error(401, "unauthorized",
-                                  "Send Authorization: Bearer <credential>; see the resource metadata to get one.",
-                                  {"WWW-Authenticate": _challenge()})
-            if len(token) > 200:
-                return _invalid("The credential is not known.")
+            token = bearer.from_header(request.environ)
+            if token is None:
+                return bearer.unauthorized()
             try:
-                cred, reg, user, delegation = credentials.authenticate(token)
+                cred, reg, user, delegation = bearer.check(token)
             except ProtocolError as exc:
-                tx.rollback()  # writes what the refusal leaves behind (an unclaimed registration expired)
-                return _invalid(exc.message)
+                return bearer.invalid(exc.message)
             if scope is not None and scope not in cred.scope_list:
-                return json_error(403, "insufficient_scope", f"This call needs the scope {scope}.",
-                                  {"WWW-Authenticate": _challenge(f'error="insufficient_scope", scope="{scope}", ')})
+                return bearer.insufficient(scope)
             ctx = g._get_current_object()  # one context lookup instead of four (the hot path)
             ctx.credential, ctx.registration, ctx.user, ctx.delegation = cred, reg, user, delegation
             return view(*args, **kwargs)
         return wrapper
     return decorate
-
-
-def _invalid(message: str):
-    return json_error(401, "invalid_token", message,
-                      {"WWW-Authenticate": _challenge('error="invalid_token", ')})
 
 
 def identity() -> dict:

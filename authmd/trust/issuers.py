@@ -1,6 +1,6 @@
 """Trust room (issuers): the trust list - add, edit, enable or disable, remove - with one set of rules and
 one audit payload, for the CLI, the console and init-db alike. Callers commit."""
-from .. import audit
+from .. import audit, authdoc
 from .. import scopes as scope_mod
 from ..extensions import db
 from ..models import TrustedIssuer
@@ -107,6 +107,7 @@ def add(issuer: str, *, actor: str, ip=None, user_agent=None, **settings) -> Tru
     db.session.flush()
     audit.record("issuer.added", "admin", actor_id=actor, iss=row.issuer, issuer_id=row.id,
                  changes={k: v for k, v in values.items() if k != "issuer"}, ip=ip, user_agent=user_agent)
+    authdoc.config_changed()
     return row
 
 
@@ -121,6 +122,7 @@ def update(ref, *, actor: str, issuer: str, ip=None, user_agent=None, **settings
     db.session.flush()
     audit.record("issuer.updated", "admin", actor_id=actor, iss=row.issuer, issuer_id=row.id, changes=changes,
                  ip=ip, user_agent=user_agent)
+    authdoc.config_changed()
     return row
 
 
@@ -129,6 +131,7 @@ def set_enabled(ref, enabled: bool, *, actor: str, ip=None, user_agent=None) -> 
     row.enabled = bool(enabled)
     audit.record("issuer.enabled" if enabled else "issuer.disabled", "admin", actor_id=actor, iss=row.issuer,
                  issuer_id=row.id, ip=ip, user_agent=user_agent)
+    authdoc.config_changed()
     return row
 
 
@@ -141,4 +144,5 @@ def remove(ref, *, actor: str, ip=None, user_agent=None) -> str:
     jwks.forget(iss)
     audit.record("issuer.removed", "admin", actor_id=actor, iss=iss, issuer_id=issuer_id, ip=ip,
                  user_agent=user_agent)
+    authdoc.config_changed()
     return iss

@@ -4,6 +4,8 @@ import re
 import pytest
 import requests
 
+from authmd.agent_text import self_reported
+
 from tests.fixtures.console import ADMIN_EMAIL, ADMIN_PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -150,3 +152,61 @@ def test_first_admin_is_created_from_the_link_init_db_prints(live_server, runner
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Dashboard").wait_for()
     assert requests.get(link.replace("http://localhost:8000", base)).status_code == 404
+
+
+LONG_EMAIL = "margaret.hamilton.long-address@apollo-guidance.example.com"
+LONG_UA = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/126.0.0.0 "
+           "Safari/537.36 agent-runner/3.2.1")
+
+
+@pytest.mark.parametrize("width", [900, 1280])
+def test_the_registrations_table_fits_the_window_and_clips_long_values_with_a_title(live_server, admin_user,
+                                                                                   browser, width):
+    base = live_server.url
+    ids = [requests.post(base + "/agent/auth", json={"type": "anonymous", "requested_credential_type": "api_key"},
+                         headers={"User-Agent": LONG_UA}).json()["registration_id"] for _ in range(2)]
+    ids.append(requests.post(base + "/agent/auth", json={"type": "identity_assertion", "assertion_type": "verified_email",
+                                                         "assertion": LONG_EMAIL, "requested_credential_type": "api_key"}
+                             ).json()["registration_id"])
+    context = browser.new_context(viewport={"width": width, "height": 800})
+    page = context.new_page()
+    try:
+        page.goto(base + "/console/login")
+        page.get_by_label("Email").fill(ADMIN_EMAIL)
+        page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("heading", name="Dashboard").wait_for()
+        page.goto(base + "/console/registrations")
+        sizes = page.evaluate("""() => {
+            const table = document.querySelector("table.registrations");
+            const box = table.parentElement;  // the .scroll wrapper: it would scroll if the table were wider
+            return {page: document.documentElement.scrollWidth, table: table.scrollWidth, box: box.clientWidth};
+        }""")
+        assert sizes["page"] <= width, f"the page scrolls sideways at {width}px: {sizes}"
+        assert sizes["table"] <= sizes["box"], f"the table is wider than its box at {width}px: {sizes}"
+        # every cell's content stays inside its cell: nothing spills over the next column
+        spills = page.evaluate("""() => [...document.querySelectorAll("table.registrations td")]
+            .filter(td => [...td.children].some(el => el.getBoundingClientRect().right > td.getBoundingClientRect().right + 1))
+            .map(td => td.innerText)""")
+        assert spills == []
+        for reg_id in ids:
+            link = page.locator(f'table.registrations a[title="{reg_id}"]')
+            assert link.inner_text() == reg_id  # the whole id is in the page, for search and screen readers
+            link_style = link.evaluate("""el => ({clipped: el.scrollWidth > el.clientWidth,
+                                                  overflow: getComputedStyle(el).textOverflow})""")
+            assert link_style["overflow"] == "ellipsis"
+            if width == 900:
+                assert link_style["clipped"], f"{reg_id} is not cut at {width}px"
+        email = page.locator(f'table.registrations span[title="{LONG_EMAIL}"]')
+        assert email.inner_text() == LONG_EMAIL
+        assert email.evaluate("el => el.scrollWidth > el.clientWidth"), "the long email is not cut"
+        agent = page.locator("table.registrations span.clip", has_text="HeadlessChrome").first
+        assert agent.get_attribute("title") == self_reported(LONG_UA)  # the agent's words, capped and defanged
+        # a clipped line is one line: no id, email or agent is broken across lines
+        heights = page.evaluate("""() => [...document.querySelectorAll("table.registrations .clip")]
+            .map(el => el.getBoundingClientRect().height)""")
+        assert max(heights) < 2 * min(heights)
+        page.locator(f'a[title="{ids[0]}"]').click()
+        page.get_by_role("heading", name=f"Registration {ids[0]}").wait_for()
+    finally:
+        context.close()
