@@ -113,7 +113,10 @@ def bind_confirmed(attempt, user: User, *, now, ip=None, user_agent=None) -> Non
     """Authorize on an attempt born at /agent/auth: link now; the v0.1 agent's next ID-JAG is a clean match."""
     reg = attempt.registration
     bind(reg, user, now)
-    reg.user_id, reg.claimed_at, reg.claim_token_digest = user.id, now, None
+    # linked: no claim deadline any more (the expiry job must not end it before the agent comes back); it
+    # holds no credential until the agent's next ID-JAG, which finds it through the delegation
+    reg.user_id, reg.claimed_at, reg.claim_token_digest, reg.claim_expires_at = user.id, now, None, None
+    reg.status = "active"
     attempt.status = "completed"
     audit.record("claim.confirmed", "user", actor_id=user.id, user_id=user.id, registration_id=reg.id,
                  claim_attempt_id=attempt.id, claimed_by_user_id=user.id, protocol="v0.1", step_up=True,

@@ -218,6 +218,12 @@ def test_the_takeover_guard_at_v01_links_when_the_owner_presses_authorize(app, c
     assert body["error"] == "interaction_required" and body["verification_uri"] in body["message"]
     assert set(body) == {"error", "message", "verification_uri"}  # no claim token for a v0.1 agent
     assert _authorize(app, body["verification_uri"], owner) == {"linked": True}
+    with app.app_context():  # linked: the expiry job (after the claim window) must leave it alone
+        from authmd import lifecycle
+        from authmd.util import utcnow as now
+        from datetime import timedelta
+        assert lifecycle.expire_due(now=now() + timedelta(days=2)) == 0
+        db.session.commit()
     r = client.post("/agent/auth", json={"type": "identity_assertion", "assertion_type": ID_JAG,
                                          "assertion": provider.id_jag(), "requested_credential_type": "api_key"})
     assert r.status_code == 200, r.text
