@@ -97,7 +97,7 @@ def test_a_latest_registration_shows_its_tokens_and_claim_attempts_and_no_secret
 
     assert "<dt>Protocol</dt><dd>latest</dd>" in html
     creds = html.split('<table class="credentials">', 1)[1].split("</table>", 1)[0]
-    rows = re.findall(r"<tr><td class=\"nowrap\"><code>(at_\w+)…</code></td>(.*?)</tr>", creds, re.S)
+    rows = re.findall(r"<tr><td class=\"nowrap\"><code>(at_[\w-]+)…</code></td>(.*?)</tr>", creds, re.S)
     assert [p for p, _ in rows] == [pre[:9], post[:9]]
     assert "latest" in rows[0][1] and RESOURCE in rows[0][1] and "revoked" in rows[0][1]  # the pre-claim token
     assert "latest" in rows[1][1] and '<span class="status active">live</span>' in rows[1][1] and "—" in rows[1][1]
@@ -106,7 +106,7 @@ def test_a_latest_registration_shows_its_tokens_and_claim_attempts_and_no_secret
         tokens = list(db.session.execute(db.select(RefreshToken).order_by(RefreshToken.id.desc())).scalars())
         digests = [t.digest for t in tokens]
         assert len({t.family_id for t in tokens}) == 1
-    shown = re.findall(r"<code>(art_\w+)…</code>.*?<span class=\"status (\w*)\">(\w+)</span>", refresh, re.S)
+    shown = re.findall(r"<code>(art_[\w-]+)…</code>.*?<span class=\"status (\w*)\">(\w+)</span>", refresh, re.S)
     assert [(p, s) for p, _, s in shown] == [(second["identity"]["refresh_token"]["value"][:10], "live"),
                                              (first[:10], "spent")]
     assert tokens[0].family_id in refresh
