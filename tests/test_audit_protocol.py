@@ -111,8 +111,9 @@ def test_latest_flows_tag_every_row_latest(app, client, clock, provider):
     reg = client.post("/agent/identity", json={"type": "anonymous"}).get_json()
     pre = client.post("/oauth2/token", data={"grant_type": JWT_BEARER, "assertion": reg["identity"]["assertion"]})
     assert pre.status_code == 200
-    uri = client.post("/agent/identity/claim", json={"type": "service_auth", "claim_token": reg["claim"]["token"],
-                                                     "login_hint": "ada@example.com"}).get_json()["attempt"]["verification_uri"]
+    start = client.post("/agent/identity/claim", json={"type": "service_auth", "claim_token": reg["claim"]["token"],
+                                                       "login_hint": "ada@example.com"})
+    uri = start.get_json()["attempt"]["verification_uri"]
     code = _authorize(app, uri, uid)
     done = {"claim_token": reg["claim"]["token"], "user_code": wrong(code)}
     assert client.post("/agent/identity/claim/complete", json=done).status_code == 401
