@@ -147,9 +147,9 @@ class SettingsForm(FlaskForm):
     link_identities_by_email = BooleanField(
         "Link a provider identity to an existing account by verified email without asking the account's owner",
         description="Risky, off by default: anyone controlling a provider account that asserts someone's email "
-                    "gets that person's agent access. Off, the account's owner first confirms the link, signed "
-                    "in, on the claim page (the agent is answered interaction_required meanwhile); on restores "
-                    "v0.1's silent link.")
+                    "gets that person's agent access. While it is off, the account's owner first confirms the "
+                    "link, signed in, on the claim page (the agent is answered interaction_required meanwhile); "
+                    "turning it on restores v0.1's silent link.")
     LATEST_LIFETIMES = ("assertion_ttl", "refresh_token_ttl", "user_code_ttl", "id_jag_max_auth_age")
     LATEST_KEYS = LATEST_LIFETIMES + ("link_identities_by_email",)
     # --- end of the latest protocol's block
