@@ -15,6 +15,7 @@ from .users import find_or_provision_by_email, require_resolvable
 from .util import ProtocolError, iso, utcnow
 
 ENDED = ("expired", "revoked")
+PROTOCOL = "v0.1"  # every audit row of this room: the emailed-link claim of /agent/auth
 
 
 def _otp_digest(otp: str) -> str:
@@ -112,7 +113,7 @@ def start_attempt(reg: Registration, email: str, *, ip=None, user_agent=None, no
     db.session.add(attempt)
     db.session.flush()
     audit.record("claim.requested", "agent", registration_id=reg.id, claim_attempt_id=attempt.id,
-                 email=email, ip=ip, user_agent=user_agent)
+                 email=email, ip=ip, user_agent=user_agent, protocol=PROTOCOL)
     link = current_app.config["ISSUER"] + "/agent/auth/claim/view?token=" + link_token
     subject, text, html = mail.render(
         "claim", link=link, email=email, registration=reg, attempt=attempt,
@@ -138,7 +139,8 @@ def _mail_failed(registration_id: str, attempt_id: str, superseded: tuple) -> No
     failed = db.session.execute(
         update(ClaimAttempt).where(ClaimAttempt.id == attempt_id, ClaimAttempt.status == "initiated")
         .values(status="failed").execution_options(synchronize_session=False)).rowcount
-    audit.record("claim.mail_failed", "system", registration_id=registration_id, claim_attempt_id=attempt_id)
+    audit.record("claim.mail_failed", "system", registration_id=registration_id, claim_attempt_id=attempt_id,
+                 protocol=PROTOCOL)
     if reg is None or not failed:
         return
     if reg.type != "anonymous":
@@ -230,7 +232,7 @@ def _mint(attempt: ClaimAttempt, *, ip=None, user_agent=None, actor_kind="user",
     attempt.otp_expires_at = now + timedelta(seconds=int(settings.get("otp_ttl")))
     attempt.otp_failed_count = 0
     audit.record("otp.generated", actor_kind, actor_id=actor_id, registration_id=attempt.registration_id,
-                 claim_attempt_id=attempt.id, ip=ip, user_agent=user_agent)
+                 claim_attempt_id=attempt.id, ip=ip, user_agent=user_agent, protocol=PROTOCOL)
     return {"type": "otp", "challenge": otp, "expires_at": iso(attempt.otp_expires_at)}
 
 
@@ -253,7 +255,8 @@ def _deny(attempt: ClaimAttempt, *, actor_kind="user", actor_id=None, ip=None, u
         raise ProtocolError(410, "claim_expired", "This claim link is no longer valid.")
     attempt.status = "denied"
     audit.record("claim.denied", actor_kind, actor_id=actor_id, registration_id=attempt.registration_id,
-                 claim_attempt_id=attempt.id, email=attempt.email, ip=ip, user_agent=user_agent)
+                 claim_attempt_id=attempt.id, email=attempt.email, ip=ip, user_agent=user_agent,
+                 protocol=PROTOCOL)
     return attempt
 
 
@@ -310,11 +313,12 @@ def complete(claim_token: str, otp: str, *, ip=None, user_agent=None) -> dict:
         db.session.flush()
         audit.record("credential.issued", "agent", registration_id=reg.id, user_id=user.id,
                      credential_id=cred.id, credential_prefix=cred.prefix, credential_type=cred.type, scopes=post,
-                     ip=ip, user_agent=user_agent)
+                     ip=ip, user_agent=user_agent, protocol=PROTOCOL)
         answer.update({"credential_type": cred.type, "credential": secret,
                        "credential_expires": iso(cred.expires_at), "scopes": post})
     audit.record("claim.confirmed", "agent", registration_id=reg.id, user_id=user.id,
-                 claimed_by_user_id=user.id, claim_attempt_id=attempt.id, scopes=post, ip=ip, user_agent=user_agent)
+                 claimed_by_user_id=user.id, claim_attempt_id=attempt.id, scopes=post, ip=ip, user_agent=user_agent,
+                 protocol=PROTOCOL)
     return answer
 
 
@@ -327,8 +331,8 @@ def _record_failure(reg: Registration, attempt: ClaimAttempt, *, ip=None, user_a
                        .execution_options(synchronize_session=False))
     db.session.refresh(reg)
     audit.record("otp.failed", "agent", registration_id=reg.id, claim_attempt_id=attempt.id,
-                 failures=reg.failed_otp_count, ip=ip, user_agent=user_agent)
+                 failures=reg.failed_otp_count, ip=ip, user_agent=user_agent, protocol=PROTOCOL)
     if reg.failed_otp_count == int(settings.get("otp_max_failures_per_registration")):
         audit.record("claim.locked", "system", registration_id=reg.id, failures=reg.failed_otp_count, ip=ip,
-                     user_agent=user_agent)
+                     user_agent=user_agent, protocol=PROTOCOL)
     tx.commit_on_error()

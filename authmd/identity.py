@@ -97,7 +97,7 @@ def register_id_jag(assertion, *, ip=None, user_agent=None) -> dict:
         return _register_id_jag(assertion, ip=ip, user_agent=user_agent)
     except ProtocolError as exc:
         if exc.code != "interaction_required":  # not a rejection: the token was good and is spent
-            idjag.rejected(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
+            idjag.rejected(exc, assertion, "id_jag", ip=ip, user_agent=user_agent, protocol="latest")
         raise
 
 

@@ -78,11 +78,15 @@ def register(assertion, requested_credential_type, *, ip=None, user_agent=None) 
         return _register(assertion, requested_credential_type, ip=ip, user_agent=user_agent)
     except ProtocolError as exc:
         if exc.code != "interaction_required":  # not a rejection: the token was good and is spent
-            rejected(exc, assertion, "id_jag", ip=ip, user_agent=user_agent)
+            rejected(exc, assertion, "id_jag", ip=ip, user_agent=user_agent, protocol="v0.1")
         raise
 
 
-def rejected(exc: ProtocolError, token, kind: str, *, ip, user_agent) -> None:
+# which protocol family a provider token of each kind belongs to (an ID-JAG is the caller's to say)
+_KIND_PROTOCOL = {"logout": "v0.1", "set": "latest"}
+
+
+def rejected(exc: ProtocolError, token, kind: str, *, ip, user_agent, protocol=None) -> None:
     """assertion.rejected, one row, for a token that names an issuer on the trust list (enabled or not),
     whatever later check it failed. Junk anyone can post by the thousand (a token that does not parse, or
     names no issuer known here) gets no row, which would cost a write (SQLite's one writer) per request:
@@ -94,7 +98,8 @@ def rejected(exc: ProtocolError, token, kind: str, *, ip, user_agent) -> None:
     if _issuer_named(parsed) is None:
         audit.unrecorded("assertion.rejected", kind=kind, error=exc.code)
         return
-    trust.record_rejection(exc, token, kind, ip=ip, user_agent=user_agent)
+    trust.record_rejection(exc, token, kind, ip=ip, user_agent=user_agent,
+                           protocol=protocol or _KIND_PROTOCOL.get(kind))
 
 
 _issuers = TrustedIssuer.__table__
@@ -259,10 +264,10 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     audit.insert([
         audit.values("registration.created", "agent", registration_id=reg_id, user_id=user_id, ip=ip,
                      user_agent=user_agent, registration_type="agent-provider", scopes=granted,
-                     new_registration=created, **who),
+                     new_registration=created, protocol="v0.1", **who),
         audit.values("credential.issued", "agent", registration_id=reg_id, user_id=user_id, ip=ip,
                      user_agent=user_agent, credential_id=cred_id, credential_prefix=cred["prefix"],
-                     credential_type=wanted, scopes=granted, **who)], conn)
+                     credential_type=wanted, scopes=granted, protocol="v0.1", **who)], conn)
     return {"registration_id": reg_id, "registration_type": "agent-provider", "credential_type": wanted,
             "credential": secret, "credential_expires": iso(cred["expires_at"]), "scopes": granted}
 

@@ -103,7 +103,7 @@ def _overlap() -> timedelta:
     return timedelta(seconds=int(settings.get("assertion_ttl")) + int(cfg.get("CLOCK_SKEW", 60)))
 
 
-def rotate(*, actor_kind="admin", actor_id="cli", now=None) -> tuple[SigningKey, list[str]]:
+def rotate(*, actor_kind="admin", actor_id="cli", ip=None, user_agent=None, now=None) -> tuple[SigningKey, list[str]]:
     """A new active key; every other unretired key retires and stays published until tokens it signed
     have expired. Returns (the new key, the kids retired). Caller commits."""
     now = now or utcnow()
@@ -112,7 +112,7 @@ def rotate(*, actor_kind="admin", actor_id="cli", now=None) -> tuple[SigningKey,
     for row in old:
         row.retired_at, row.publish_until = now, until
     new = create(now)
-    audit.record("key.rotated", actor_kind, actor_id=actor_id, kid=new.kid,
+    audit.record("key.rotated", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent, kid=new.kid,
                  retired=[r.kid for r in old], published_until=until.isoformat())
     return new, [r.kid for r in old]
 

@@ -46,7 +46,7 @@ def expire_registration(reg: Registration, now=None, **why) -> bool:
     db.session.execute(update(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id,
                                                   ClaimAttempt.status == "initiated")
                        .values(status="superseded").execution_options(synchronize_session=False))
-    audit.record("registration.expired", "system", registration_id=reg.id,
+    audit.record("registration.expired", "system", registration_id=reg.id, protocol=reg.protocol,
                  registration_type=reg.type, revoked_count=revoked, **why)
     return True
 

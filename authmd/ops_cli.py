@@ -9,8 +9,10 @@ from .extensions import db
 from .models import AuditEvent
 from .util import iso
 
+# protocol ("v0.1", "latest", empty for the console's and operators' own rows) last: a reader of the earlier
+# columns by position keeps working
 COLUMNS = ["id", "time", "event", "actor_kind", "actor_id", "ip", "user_agent", "registration_id", "user_id",
-           "iss", "sub", "agent_platform", "agent_context_id", "data"]
+           "iss", "sub", "agent_platform", "agent_context_id", "data", "protocol"]
 BATCH = 2000
 
 
@@ -51,7 +53,7 @@ def as_record(row) -> dict:
             "user_agent": row["user_agent"], "registration_id": row["registration_id"],
             "user_id": row["user_id"], "iss": row["iss"], "sub": row["sub"],
             "agent_platform": row["agent_platform"], "agent_context_id": row["agent_context_id"],
-            "data": json.loads(row["data"]) if row["data"] else {}}
+            "data": json.loads(row["data"]) if row["data"] else {}, "protocol": row["protocol"]}
 
 
 def register(app):

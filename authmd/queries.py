@@ -9,13 +9,18 @@ from sqlalchemy import and_, or_
 
 from . import audit, revocation
 from .extensions import db
-from .models import (AuditEvent, ClaimAttempt, Credential, Delegation, OutboxMail, Registration, TrustedIssuer,
-                     User)
+from .models import (AuditEvent, ClaimAttempt, Credential, Delegation, OutboxMail, RefreshToken, Registration,
+                     TrustedIssuer, User)
 from .util import utcnow
 
 PAGE = 50
-FLOWS = ("anonymous", "email-verification", "agent-provider")
+CHART_FLOWS = ("anonymous", "email-verification", "agent-provider")
+FLOWS = CHART_FLOWS + ("service-auth",)  # service-auth: the latest protocol's registration for a named person
 STATUSES = ("pending", "claimed", "active", "expired", "revoked")
+PROTOCOLS = ("v0.1", "latest")
+# how the latest protocol names each registration type on the wire (POST /agent/identity's `type`)
+WIRE_TYPES = {"anonymous": "anonymous", "service-auth": "service_auth", "agent-provider": "identity_assertion"}
+AUDIT_PROTOCOLS = PROTOCOLS + ("none",)  # none: the console's and the operators' own rows
 ACTOR_KINDS = ("agent", "provider", "user", "admin", "system")
 CHART_EVENTS = {"claim.confirmed": "Claims confirmed", "registration.revoked": "Revocations",
                 "credential.revoked": "Revocations", "assertion.rejected": "Rejected assertions"}
@@ -49,13 +54,13 @@ def dashboard(now=None) -> dict:
     today = (now or utcnow()).date()
     starts = [datetime.combine(today - timedelta(days=29 - i), datetime.min.time()) for i in range(30)]
     days = [d.date().isoformat() for d in starts]
-    series = daily_counts(Registration.__table__.c.type, FLOWS, starts)
+    series = daily_counts(Registration.__table__.c.type, CHART_FLOWS, starts)
     by_event = daily_counts(AuditEvent.__table__.c.event, list(CHART_EVENTS), starts)
     events = {label: dict.fromkeys(days, 0) for label in dict.fromkeys(CHART_EVENTS.values())}
     for ev, label in CHART_EVENTS.items():
         for d, n in by_event[ev].items():
             events[label][d] += n
-    charts = [{"title": f"Registrations: {f}", "days": series[f]} for f in FLOWS]
+    charts = [{"title": f"Registrations: {f}", "days": series[f]} for f in CHART_FLOWS]
     charts += [{"title": label, "days": values} for label, values in events.items()]
     for c in charts:
         c["total"] = sum(c["days"].values())
@@ -92,13 +97,19 @@ def _page_by_id(stmt, id_column, before: int | None) -> tuple[list, int | None]:
     return rows[:PAGE], rows[PAGE - 1].id
 
 
-def registrations(*, flow=None, status=None, email=None, issuer=None, since=None, until=None,
+def flow_label(reg: Registration) -> str:
+    """A registration's flow as its protocol names it: authmd's type for v0.1, the wire type for latest."""
+    return WIRE_TYPES.get(reg.type, reg.type) if reg.protocol == "latest" else reg.type
+
+
+def registrations(*, flow=None, status=None, email=None, issuer=None, protocol=None, since=None, until=None,
                   after: tuple | None = None) -> tuple[list, str | None]:
     """(registration, user email) rows, newest first, and the cursor of the next page ('<iso time>~<id>').
     The cursor is (created_at, id), so rows created in the same instant are neither skipped nor repeated."""
     stmt = db.select(Registration, User.email).outerjoin(User, User.id == Registration.user_id)
     for column, value in ((Registration.type, flow), (Registration.status, status),
-                          (Registration.email, email), (Registration.iss, issuer)):
+                          (Registration.email, email), (Registration.iss, issuer),
+                          (Registration.protocol, protocol)):
         if value:
             stmt = stmt.where(column == value)
     if since:
@@ -130,16 +141,51 @@ def registration_exists(registration_id: str) -> bool:
     return db.session.get(Registration, registration_id) is not None
 
 
+# what the console shows of a refresh token: never its digest
+REFRESH_COLUMNS = (RefreshToken.id, RefreshToken.prefix, RefreshToken.family_id, RefreshToken.user_id,
+                   RefreshToken.created_at, RefreshToken.expires_at, RefreshToken.spent_at, RefreshToken.revoked_at)
+
+
+def refresh_state(row, now=None) -> str:
+    """revoked | spent (rotated: used once) | expired | live."""
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.spent_at is not None:
+        return "spent"
+    return "expired" if row.expires_at <= (now or utcnow()) else "live"
+
+
+def attempt_state(attempt: ClaimAttempt, now=None) -> str:
+    """A claim attempt's state as the console shows it, read only (the claim rooms' own state() may expire
+    a registration on the way): open | confirmed (latest: Authorize pressed) | expired | completed |
+    superseded | denied | failed (v0.1: the mail never left)."""
+    if attempt.status != "initiated":
+        return attempt.status
+    if attempt.confirmed_at is not None:
+        return "confirmed"
+    return "expired" if attempt.link_expires_at <= (now or utcnow()) else "open"
+
+
 def registration_detail(registration_id: str) -> dict | None:
-    """A registration with its credentials, delegation, claim attempts and audit timeline."""
+    """A registration with its credentials (v0.1 keys and tokens, the latest protocol's access tokens), its
+    refresh tokens, delegation, claim attempts of both kinds (with who confirmed a latest one) and audit
+    timeline."""
     reg = db.session.get(Registration, registration_id)
     if reg is None:
         return None
+    attempts = _all(db.select(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id)
+                    .order_by(ClaimAttempt.created_at))
+    confirmers = {a.confirmed_user_id for a in attempts if a.confirmed_user_id is not None}
     return {"reg": reg,
             "creds": _all(db.select(Credential).where(Credential.registration_id == reg.id).order_by(Credential.id)),
+            "refresh_tokens": list(db.session.execute(
+                db.select(*REFRESH_COLUMNS).where(RefreshToken.registration_id == reg.id)
+                .order_by(RefreshToken.id.desc()).limit(200)).all()),
             "delegation": db.session.get(Delegation, reg.delegation_id) if reg.delegation_id else None,
-            "attempts": _all(db.select(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id)
-                             .order_by(ClaimAttempt.created_at)),
+            "v01_attempts": [a for a in attempts if a.protocol != "latest"],
+            "latest_attempts": [a for a in attempts if a.protocol == "latest"],
+            "confirmers": dict(db.session.execute(db.select(User.id, User.email).where(
+                User.id.in_(confirmers))).all()) if confirmers else {},
             "events": _all(db.select(AuditEvent).where(AuditEvent.registration_id == reg.id)
                            .order_by(AuditEvent.id).limit(500))}
 
@@ -217,10 +263,15 @@ def my_agents(user_id: int) -> tuple[list, dict, list]:
 
 
 # --- the audit log -----------------------------------------------------------------------------------------------
-def audit_statement(*, event=None, actor=None, registration=None, user_id=None, issuer=None, since=None,
-                    until=None):
-    """The events matching a filter: event ("claim.*" is a prefix), actor (a kind, else an actor id)."""
+def audit_statement(*, event=None, actor=None, registration=None, user_id=None, issuer=None, protocol=None,
+                    since=None, until=None):
+    """The events matching a filter: event ("claim.*" is a prefix), actor (a kind, else an actor id), protocol
+    ("v0.1", "latest", or "none": the rows of no protocol, the console's and the operators')."""
     stmt = db.select(AuditEvent)
+    if protocol == "none":
+        stmt = stmt.where(AuditEvent.protocol.is_(None))
+    elif protocol:
+        stmt = stmt.where(AuditEvent.protocol == protocol)
     if event:
         stmt = stmt.where(AuditEvent.event.like(event[:-1] + "%") if event.endswith("*")
                           else AuditEvent.event == event)
@@ -242,8 +293,9 @@ def audit_events(*, before=None, **filters) -> tuple[list, int | None]:
     return _page_by_id(audit_statement(**filters), AuditEvent.id, before)
 
 
+# protocol last: a reader of the earlier columns by position keeps working
 EXPORT_FIELDS = ("id", "time", "event", "actor_kind", "actor_id", "ip", "user_agent", "registration_id",
-                 "user_id", "iss", "sub", "agent_platform", "agent_context_id", "data")
+                 "user_id", "iss", "sub", "agent_platform", "agent_context_id", "data", "protocol")
 EXPORT_BATCH = 1000
 
 

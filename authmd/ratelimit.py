@@ -8,7 +8,13 @@ never raising), and any other error inside a limit check refuses the request (50
 
 Views declare limits with `extensions.limiter.limit(...)` / `.shared_limit(...)` (Flask-Limiter's own
 signatures); init_app builds this app's Limiter and applies them, so several apps in one process (the
-tests, a CLI next to a server) never share a limiter's storage or settings.
+tests, a CLI next to a server) never share a limiter's storage or settings. A shared limit declared here
+(registration_limited, claim_mail_limit) is one set of counters for every view it decorates: the latest
+protocol's registrations at /agent/identity count on the same budgets as v0.1's at /agent/auth.
+
+A refusal is 429 with Retry-After, its body in the words of the endpoint's protocol (too_many): v0.1's
+`rate_limited`, the latest protocol's `rate_limit_exceeded` with `retry_after` (decision 10); the latest
+blueprints register their own handler for it.
 """
 import functools
 import hashlib
@@ -16,7 +22,7 @@ import logging
 import math
 import time
 
-from flask import current_app, has_request_context, request
+from flask import current_app, has_request_context, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from limits import parse_many
@@ -43,6 +49,19 @@ DEFAULTS = {
     # refused logout tokens only (see refused()): a provider revoking many users from one address is
     # never slowed down, while junk posted to an unauthenticated endpoint is
     "RATELIMIT_REVOKE_PER_IP": "120/hour",
+    # the latest protocol (its registrations at /agent/identity share the four registration limits above:
+    # anonymous with anonymous, identity_assertion and service_auth with identity_assertion)
+    "RATELIMIT_REFRESH_PER_IP": "600/hour",
+    "RATELIMIT_IDENTITY_CLAIM_PER_IP": "30/hour",
+    "RATELIMIT_IDENTITY_CLAIM_PER_REGISTRATION": "10/hour",
+    # an agent may retry /complete while the person has not pressed Authorize yet (claim_not_confirmed):
+    # room for a retry every 30 seconds; wrong codes have their own hard caps in the domain (5 and 20)
+    "RATELIMIT_IDENTITY_COMPLETE_PER_IP": "600/hour",
+    "RATELIMIT_IDENTITY_COMPLETE_PER_REGISTRATION": "120/hour",
+    # the exchange runs at every assertion renewal and after every 401 of a client: generous
+    "RATELIMIT_OAUTH_TOKEN_PER_IP": "600/hour",
+    "RATELIMIT_OAUTH_REVOKE_PER_IP": "600/hour",
+    "RATELIMIT_EVENTS_PER_IP": "120/hour",  # refused SETs only, as RATELIMIT_REVOKE_PER_IP
 }
 _APP_KEY = "authmd.limiter"
 _CHECK_FAILED = "authmd.limit_check_failed"
@@ -53,9 +72,41 @@ def limit_value(key: str):
     return lambda: current_app.config.get(key) or DEFAULTS[key]
 
 
+# which registration budget a body's `type` counts on, per registration endpoint
+_KINDS = {"/agent/auth": {"anonymous": "anonymous", "identity_assertion": "identity_assertion"},
+          "/agent/identity": {"anonymous": "anonymous", "identity_assertion": "identity_assertion",
+                              "service_auth": "identity_assertion", "refresh": "refresh"}}
+
+
 def registration_kind() -> str | None:
+    """anonymous | identity_assertion | refresh (latest only) | None (a body no limit counts: the view
+    refuses it)."""
     kind = peek().get("type")
-    return kind if kind in ("anonymous", "identity_assertion") else None
+    return _KINDS.get(request.path, {}).get(kind) if isinstance(kind, str) else None
+
+
+def _unless(kind: str):
+    return lambda: registration_kind() != kind
+
+
+# the registration limits of both protocols: one set of counters for /agent/auth and /agent/identity
+_REGISTRATION_LIMITS = (
+    declarations.shared_limit(limit_value("RATELIMIT_ANONYMOUS_PER_IP"), scope="register-anonymous-ip",
+                              exempt_when=_unless("anonymous")),
+    declarations.shared_limit(limit_value("RATELIMIT_ASSERTION_PER_IP"), scope="register-assertion-ip",
+                              exempt_when=_unless("identity_assertion")),
+    declarations.shared_limit(limit_value("RATELIMIT_ANONYMOUS_GLOBAL"), scope="register-anonymous-global",
+                              key_func=lambda: "service", exempt_when=_unless("anonymous")),
+    declarations.shared_limit(limit_value("RATELIMIT_ASSERTION_GLOBAL"), scope="register-assertion-global",
+                              key_func=lambda: "service", exempt_when=_unless("identity_assertion")),
+)
+
+
+def registration_limited(view):
+    """Decorator: the per-IP and service-wide registration limits, counted by registration_kind()."""
+    for declaration in _REGISTRATION_LIMITS:
+        view = declaration(view)
+    return view
 
 
 def _hashed(value) -> str | None:
@@ -146,11 +197,36 @@ def init_app(app) -> None:
 
     @app.errorhandler(RateLimitExceeded)
     def rate_limited(exc):
-        from . import tx
-        from .protocol.errors import json_error
-        tx.rollback()
-        return json_error(429, "rate_limited", "Too many requests; wait Retry-After seconds and retry.",
-                          {"Retry-After": str(retry_after())})
+        return too_many("v0.1")
+
+
+MESSAGE = "Too many requests; wait Retry-After seconds and retry."
+
+
+def too_many(style: str):
+    """The 429 answer to a request over a limit (the request's transaction rolled back), with Retry-After:
+    "v0.1": {"error": "rate_limited", "message"} (v0.1's endpoints and the console's forms);
+    "latest": {"error": "rate_limit_exceeded", "message", "retry_after"} (decision 10);
+    "oauth": the same plus error_description (RFC 6749 has no code for it: the latest protocol's, in both
+    of the fields the official client reads), with the token endpoint's no-store headers;
+    "set": {"err": "rate_limit_exceeded", "description"} (RFC 8935 has no code for it either: its shape)."""
+    from . import tx
+    from .protocol.errors import json_error
+    tx.rollback()
+    seconds = retry_after()
+    headers = {"Retry-After": str(seconds)}
+    if style == "v0.1":
+        return json_error(429, "rate_limited", MESSAGE, headers)
+    if style == "set":
+        resp = jsonify({"err": "rate_limit_exceeded", "description": MESSAGE})
+        resp.status_code = 429
+        resp.headers.update({**headers, "Cache-Control": "no-store"})
+        return resp
+    extra = {"retry_after": seconds}
+    if style == "oauth":
+        extra["error_description"] = MESSAGE
+        headers["Pragma"] = "no-cache"
+    return json_error(429, "rate_limit_exceeded", MESSAGE, headers, extra)
 
 
 def _apply_declarations(app, limiter: Limiter) -> None:
@@ -247,5 +323,5 @@ def _log_store_failures() -> None:
         flog.addFilter(_FailOpenFilter())
 
 
-__all__ = ["client_ip", "limit_value", "field_key", "lacks_field", "registration_kind", "claim_mail_email",
-           "refused", "init_app", "app_limiter", "DEFAULTS"]
+__all__ = ["client_ip", "limit_value", "field_key", "lacks_field", "registration_kind", "registration_limited",
+           "claim_mail_email", "refused", "init_app", "app_limiter", "too_many", "DEFAULTS"]

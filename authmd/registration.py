@@ -50,12 +50,13 @@ def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -
                ip=ip, user_agent=(user_agent or None) and user_agent[:300])
     cred, secret = credentials.new_values(reg_id, "api_key", pre, now=now)
     created = audit.values("registration.created", "agent", registration_id=reg_id,
-                           registration_type="anonymous", scopes=pre, now=now, ip=ip, user_agent=user_agent)
+                           registration_type="anonymous", scopes=pre, now=now, ip=ip, user_agent=user_agent,
+                           protocol="v0.1")
     _INSERT_REGISTRATION.execute(reg, conn)
     cred_id = _INSERT_CREDENTIAL.first(cred, conn)[0]
     issued = audit.values("credential.issued", "agent", registration_id=reg_id, credential_id=cred_id,
                           credential_prefix=cred["prefix"], credential_type="api_key", scopes=pre, now=now,
-                          ip=ip, user_agent=user_agent)
+                          ip=ip, user_agent=user_agent, protocol="v0.1")
     audit.insert([created, issued], conn)
     return {"registration_id": reg_id, "registration_type": "anonymous",
             "credential_type": "api_key", "credential": secret, "credential_expires": None,
@@ -77,7 +78,8 @@ def register_verified_email(email: str, requested_credential_type, *, ip=None, u
                                          requested_credential_type=requested_credential_type, now=now)
     db.session.flush()
     audit.record("registration.created", "agent", registration_id=reg.id,
-                 registration_type="email-verification", email=email, ip=ip, user_agent=user_agent)
+                 registration_type="email-verification", email=email, ip=ip, user_agent=user_agent,
+                 protocol="v0.1")
     claims.start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)  # the mail leaves after the commit
     return {"registration_id": reg.id, "registration_type": "email-verification",
             "claim_url": claim_url(), "claim_token": claim_token,

@@ -1,14 +1,17 @@
 """Revocation room: revoke a credential, a registration, a delegation, all of a user's or an issuer's.
 
-Each revoke_* is one UPDATE of credentials (credentials.revoke_where) plus the registration status change
-and the audit rows, added to the caller's transaction; each returns how many credentials stopped working.
-The count_* twins tell a confirmation page how many would go, without changing anything.
+Each revoke_* is one UPDATE of credentials (credentials.revoke_where: v0.1 keys and the latest protocol's
+access tokens alike) plus the registration status change (_end_registrations, which also ends the refresh
+tokens of every registration it ends) and the audit rows, added to the caller's transaction; each returns
+how many credentials stopped working. The count_* twins tell a confirmation page how many would go,
+without changing anything. An audit row about one registration carries its protocol; a row about many
+(a user's, an issuer's) carries none.
 """
 from sqlalchemy import or_, update
 
 from . import audit, credentials
 from .extensions import db
-from .models import ClaimAttempt, Credential, Delegation, Registration
+from .models import ClaimAttempt, Credential, Delegation, RefreshToken, Registration
 from .util import utcnow
 
 LIVE_REGISTRATION = ("pending", "claimed", "active")
@@ -27,11 +30,12 @@ def _count_registrations(*conditions) -> int:
 
 def _end_registrations(condition, now, actor_kind, actor_id, reason, *, ip=None, user_agent=None,
                        **extra) -> list[str]:
-    """Mark the live registrations matching `condition` revoked; one audit row each."""
-    ids = [r for (r,) in db.session.execute(db.select(Registration.id).where(
-        Registration.status.in_(LIVE_REGISTRATION), condition))]
-    if not ids:
-        return ids
+    """Mark the live registrations matching `condition` revoked, end their open claim attempts and their
+    refresh tokens; one audit row each, tagged with its registration's protocol. Every revocation of a
+    registration (console, portal, CLI) goes through here."""
+    found = db.session.execute(db.select(Registration.id, Registration.protocol).where(
+        Registration.status.in_(LIVE_REGISTRATION), condition)).all()
+    ids = [reg_id for reg_id, _ in found]
     for start in range(0, len(ids), 500):  # stay under the bound-parameter limit of SQLite
         chunk = ids[start:start + 500]
         db.session.execute(update(Registration).where(Registration.id.in_(chunk),
@@ -40,10 +44,23 @@ def _end_registrations(condition, now, actor_kind, actor_id, reason, *, ip=None,
         db.session.execute(update(ClaimAttempt).where(ClaimAttempt.registration_id.in_(chunk),
                                                       ClaimAttempt.status == "initiated")
                            .values(status="superseded").execution_options(synchronize_session=False))
-    for reg_id in ids:
+        end_refresh_tokens(chunk, now)
+    for reg_id, protocol in found:
         audit.record("registration.revoked", actor_kind, actor_id=actor_id, registration_id=reg_id,
-                     reason=reason, ip=ip, user_agent=user_agent, **extra)
+                     reason=reason, ip=ip, user_agent=user_agent, protocol=protocol, **extra)
     return ids
+
+
+def end_refresh_tokens(registration_ids: list[str], now) -> int:
+    """Revoke every refresh token of these registrations (latest protocol): a revoked registration must stay
+    dead although a fresh ID-JAG may bring an agent-provider registration back to life (identity.py), and
+    the tokens handed out before the revocation must not come back with it. Returns how many."""
+    if not registration_ids:
+        return 0
+    return db.session.execute(
+        update(RefreshToken).where(RefreshToken.registration_id.in_(registration_ids),
+                                   RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=now).execution_options(synchronize_session=False)).rowcount or 0
 
 
 # --- one credential -------------------------------------------------------------------------------
@@ -57,8 +74,10 @@ def revoke_credential(credential_id: int, *, actor_kind="admin", actor_id=None, 
         return 0
     n = credentials.revoke_where(Credential.id == credential_id)
     if n:
+        protocol = db.session.execute(db.select(Registration.protocol)
+                                      .where(Registration.id == cred.registration_id)).scalar()
         audit.record("credential.revoked", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent,
-                     registration_id=cred.registration_id,
+                     registration_id=cred.registration_id, protocol=protocol,
                      user_id=cred.user_id, credential_id=cred.id, credential_prefix=cred.prefix)
     return n
 
@@ -79,7 +98,7 @@ def revoke_registration(registration_id: str, *, actor_kind="admin", actor_id=No
                                "registration", ip=ip, user_agent=user_agent, user_id=reg.user_id, revoked_count=n)
     if not ended and n:
         audit.record("credential.revoked", actor_kind, actor_id=actor_id, ip=ip, user_agent=user_agent,
-                     registration_id=registration_id,
+                     registration_id=registration_id, protocol=reg.protocol,
                      revoked_count=n)
     db.session.expire(reg)
     return n

@@ -51,7 +51,8 @@ def test_admin_signs_in_and_out_and_both_are_audited(app, admin_user):
 SETTINGS_FORM = {"service_name": "Hacked", "logo_uri": "", "anonymous_enabled": "y", "verified_email_enabled": "y",
                  "id_jag_enabled": "y", "registration_ttl": "3600", "claim_link_ttl": "600", "otp_ttl": "600",
                  "access_token_ttl": "3600", "otp_max_per_attempt": "5", "otp_max_failures_per_attempt": "5",
-                 "otp_max_failures_per_registration": "20"}
+                 "otp_max_failures_per_registration": "20", "assertion_ttl": "3600", "refresh_token_ttl": "2592000",
+                 "user_code_ttl": "600", "id_jag_max_auth_age": "3600"}
 
 
 def test_a_full_valid_form_without_its_csrf_token_changes_nothing(app, admin_client):

@@ -13,6 +13,11 @@ PAGES = ["/console/", "/console/authmd", "/console/authmd/history", "/console/is
          "/console/settings", "/console/outbox"]
 
 
+# the latest protocol's lifetimes at their defaults, as the settings page sends them
+LATEST_SETTINGS = {"assertion_ttl": "3600", "refresh_token_ttl": "2592000", "user_code_ttl": "600",
+                   "id_jag_max_auth_age": "3600"}
+
+
 def register(client, **body):
     r = client.post("/agent/auth", json={"type": "anonymous", "requested_credential_type": "api_key", **body})
     assert r.status_code == 200, r.get_json()
@@ -169,7 +174,8 @@ def test_settings_change_is_validated_and_audited_with_before_and_after(app, adm
     token = csrf_token(page)
     form = {"csrf_token": token, "service_name": "Acme", "anonymous_enabled": "y", "id_jag_enabled": "y",
             "registration_ttl": "7200", "claim_link_ttl": "600", "otp_ttl": "600", "access_token_ttl": "3600",
-            "otp_max_per_attempt": "5", "otp_max_failures_per_attempt": "5", "otp_max_failures_per_registration": "20"}
+            "otp_max_per_attempt": "5", "otp_max_failures_per_attempt": "5", "otp_max_failures_per_registration": "20",
+            **LATEST_SETTINGS}
     bad = admin_client.post("/console/settings", data={**form, "otp_ttl": "5"})
     assert bad.status_code == 400 and 'id="otp_ttl-error"' in bad.get_data(as_text=True)
     assert admin_client.post("/console/settings", data=form).status_code == 302

@@ -4,7 +4,7 @@ from flask_login import current_user
 
 # the feature modules of /console/: each adds its views to the one `admin` blueprint (.common) on import
 FEATURES = ("dashboard", "authdoc", "issuers", "scopes", "registrations", "delegations", "users", "audit",
-            "settings", "outbox")
+            "settings", "outbox", "keys")
 
 
 def register(app):

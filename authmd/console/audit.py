@@ -4,7 +4,7 @@ from flask import Response, abort, render_template, request, stream_with_context
 from .. import queries
 from ..util import utcnow
 from .auth import admin_required
-from .common import bp, date_arg, int_arg, next_page, text_arg
+from .common import bp, choice_arg, date_arg, int_arg, next_page, text_arg
 
 
 def _filters(args, errors: dict) -> dict:
@@ -14,7 +14,10 @@ def _filters(args, errors: dict) -> dict:
         errors["user"] = "A user id is a number."
     return {"event": text_arg(args, "event"), "actor": text_arg(args, "actor"),
             "registration": text_arg(args, "registration"), "user_id": int(user) if user.isdigit() else None,
-            "issuer": text_arg(args, "issuer"), "since": date_arg(args, "from", errors),
+            "issuer": text_arg(args, "issuer"),
+            "protocol": choice_arg(args, "protocol", queries.AUDIT_PROTOCOLS, errors,
+                                   "Choose v0.1, latest, or none (the console's and operators' own events)."),
+            "since": date_arg(args, "from", errors),
             "until": date_arg(args, "to", errors, end=True)}
 
 
@@ -26,7 +29,7 @@ def audit_log():
     rows, before = ([], None) if errors else queries.audit_events(before=int_arg(args, "before"), **filters)
     shown = {k: v for k, v in args.items() if v and k != "before"}
     return render_template("console/audit.html", rows=rows, next_args=next_page(args, "before", before), args=args,
-                           errors=errors, filters=shown), 400 if errors else 200
+                           errors=errors, filters=shown, protocols=queries.AUDIT_PROTOCOLS), 400 if errors else 200
 
 
 @bp.get("/audit/export.<any(csv, jsonl):fmt>")

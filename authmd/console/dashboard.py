@@ -1,7 +1,7 @@
 """Console dashboard room: counts, 30-day charts, what needs attention, the latest audit events."""
 from flask import current_app, render_template
 
-from .. import authdoc, queries
+from .. import authdoc, queries, settings
 from . import docs
 from .auth import admin_required
 from .common import bp
@@ -16,6 +16,11 @@ def warnings() -> list[tuple[str, str | None]]:
     if cfg.get("DEV_PROVIDER"):
         out.append(("The development identity provider is ON (AUTHMD_DEV_PROVIDER): whoever holds its key can "
                     "register agents as any user. Turn it off outside development.", None))
+    if settings.get("link_identities_by_email"):
+        out.append(("Provider identities are linked to existing accounts by verified email without asking the "
+                    "account's owner (link_identities_by_email): anyone controlling a provider account that "
+                    "asserts someone's email gets that person's agent access. Turn it off unless every trusted "
+                    "issuer's email claims are beyond doubt.", "admin.settings_page"))
     if not authdoc.flows()["issuers"]:
         out.append(("No trusted issuer is enabled: agents cannot register with an ID-JAG.", "admin.issuers"))
     if not cfg.get("MAIL_SERVER"):

@@ -120,7 +120,7 @@ class SettingsForm(FlaskForm):
     service_name = StringField("Service name", validators=[DataRequired("Enter a name."), Length(max=100)])
     logo_uri = URLField("Logo URL", validators=[Optional(), Length(max=1000), https_or_loopback])
     anonymous_enabled = BooleanField("Anonymous start")
-    verified_email_enabled = BooleanField("Email required (verified_email)")
+    verified_email_enabled = BooleanField("Email required (verified_email; service_auth in the latest protocol)")
     id_jag_enabled = BooleanField("Agent verified (ID-JAG)")
     registration_ttl = _lifetime("Claim deadline (seconds)", 30 * 86400)
     claim_link_ttl = _lifetime("Claim link lifetime (seconds)", 86400)
@@ -139,11 +139,26 @@ class SettingsForm(FlaskForm):
                     "(user_not_provisioned) before any mail goes out, and the portal mails sign-in links "
                     "only to existing users.")
 
+    # --- the latest protocol (/agent/identity, /oauth2/token): its fields, LATEST_LIFETIMES and LATEST_KEYS here
+    assertion_ttl = _lifetime("Identity assertion lifetime (seconds)", 86400)
+    refresh_token_ttl = _lifetime("Refresh token lifetime (seconds; each use starts it afresh)", 365 * 86400)
+    user_code_ttl = _lifetime("Claim page code lifetime (seconds)", 3600)
+    id_jag_max_auth_age = _lifetime("How recent a provider sign-in must be (ID-JAG auth_time, seconds)", 86400)
+    link_identities_by_email = BooleanField(
+        "Link a provider identity to an existing account by verified email without asking the account's owner",
+        description="Risky, off by default: anyone controlling a provider account that asserts someone's email "
+                    "gets that person's agent access. While it is off, the account's owner first confirms the "
+                    "link, signed in, on the claim page (the agent is answered interaction_required meanwhile); "
+                    "turning it on restores v0.1's silent link.")
+    LATEST_LIFETIMES = ("assertion_ttl", "refresh_token_ttl", "user_code_ttl", "id_jag_max_auth_age")
+    LATEST_KEYS = LATEST_LIFETIMES + ("link_identities_by_email",)
+    # --- end of the latest protocol's block
+
     KEYS = ("service_name", "logo_uri", "anonymous_enabled", "verified_email_enabled", "id_jag_enabled",
             "registration_ttl", "claim_link_ttl", "otp_ttl", "access_token_ttl", "otp_max_per_attempt",
-            "otp_max_failures_per_attempt", "otp_max_failures_per_registration", "existing_users_only")
+            "otp_max_failures_per_attempt", "otp_max_failures_per_registration", "existing_users_only") + LATEST_KEYS
 
-    LIFETIMES = ("registration_ttl", "claim_link_ttl", "otp_ttl", "access_token_ttl")
+    LIFETIMES = ("registration_ttl", "claim_link_ttl", "otp_ttl", "access_token_ttl") + LATEST_LIFETIMES
 
     def describe_lifetimes(self, current: dict) -> None:
         """Each lifetime's hint says the saved value in minutes, hours or days."""

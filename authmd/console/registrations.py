@@ -25,10 +25,12 @@ def registrations():
         flow=choice_arg(args, "flow", queries.FLOWS, errors, "Choose a flow from the list."),
         status=choice_arg(args, "status", queries.STATUSES, errors, "Choose a status from the list."),
         email=email_lookup(text_arg(args, "email")), issuer=text_arg(args, "issuer"),
+        protocol=choice_arg(args, "protocol", queries.PROTOCOLS, errors, "Choose v0.1 or latest."),
         since=date_arg(args, "from", errors), until=date_arg(args, "to", errors, end=True), after=cursor)
     filters = {k: v for k, v in args.items() if k != "after" and v}
     return render_template("console/registrations.html", rows=rows, errors=errors, args=args,
-                           flows=queries.FLOWS, statuses=queries.STATUSES, first_page=not cursor,
+                           flows=queries.FLOWS, statuses=queries.STATUSES, protocols=queries.PROTOCOLS,
+                           flow_label=queries.flow_label, first_page=not cursor,
                            next_args={**filters, "after": after} if after else None, newest_args=filters)
 
 
@@ -37,7 +39,9 @@ def registrations():
 def registration(registration_id):
     detail = queries.registration_detail(registration_id) or abort(404)
     now = utcnow()
-    return render_template("console/registration.html", **detail, now=now, live=lambda c: queries.is_live(c, now))
+    return render_template("console/registration.html", **detail, now=now, live=lambda c: queries.is_live(c, now),
+                           flow_label=queries.flow_label, refresh_state=lambda t: queries.refresh_state(t, now),
+                           attempt_state=lambda a: queries.attempt_state(a, now))
 
 
 # kind → (target type, count, revoke, what the title calls it, how many registrations it ends, if it says)

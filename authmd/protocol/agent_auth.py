@@ -26,14 +26,7 @@ def _ua() -> str | None:
 
 
 @bp.post("/agent/auth")
-@limiter.limit(rl.limit_value("RATELIMIT_ANONYMOUS_PER_IP"), scope="register-anonymous-ip",
-               exempt_when=lambda: rl.registration_kind() != "anonymous")
-@limiter.limit(rl.limit_value("RATELIMIT_ASSERTION_PER_IP"), scope="register-assertion-ip",
-               exempt_when=lambda: rl.registration_kind() != "identity_assertion")
-@limiter.limit(rl.limit_value("RATELIMIT_ANONYMOUS_GLOBAL"), key_func=lambda: "service",
-               scope="register-anonymous-global", exempt_when=lambda: rl.registration_kind() != "anonymous")
-@limiter.limit(rl.limit_value("RATELIMIT_ASSERTION_GLOBAL"), key_func=lambda: "service",
-               scope="register-assertion-global", exempt_when=lambda: rl.registration_kind() != "identity_assertion")
+@rl.registration_limited  # the same counters as /agent/identity's
 @rl.claim_mail_limit
 def register():
     body = json_body({"type": (40, True), "requested_credential_type": (40, False),

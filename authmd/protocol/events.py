@@ -3,11 +3,16 @@
 The body is the SET itself (Content-Type: application/secevent+jwt). Accepted: 202 with an empty body,
 also when no event in it is one authmd acts on. Refused: 400 {"err", "description"} with RFC 8935's
 codes. The revoked-assertion event tears down everything bound to the subject exactly as a v0.1 logout
-token does (authmd/idjag.py revoke), with the same replay store.
+token does (authmd/idjag.py revoke), with the same replay store. Refused SETs count against a per-IP limit
+(as refused logout tokens at /agent/auth/revoke); over it, 429 {"err": "rate_limit_exceeded"} with
+Retry-After (RFC 8935 has no code for it: ratelimit.too_many).
 """
 from flask import Blueprint, current_app, jsonify, request
+from flask_limiter.errors import RateLimitExceeded
 
 from .. import idjag, tx
+from .. import ratelimit as rl
+from ..extensions import limiter
 from ..util import ProtocolError, printable
 
 bp = Blueprint("events", __name__)
@@ -36,7 +41,13 @@ def _set_error(exc: ProtocolError):
     return resp
 
 
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(exc):
+    return rl.too_many("set")
+
+
 @bp.post("/agent/event/notify")
+@limiter.limit(rl.limit_value("RATELIMIT_EVENTS_PER_IP"), scope="events-ip", deduct_when=rl.refused)
 def notify():
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     if limit and (request.content_length or 0) > limit:

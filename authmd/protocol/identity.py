@@ -1,12 +1,21 @@
 """Latest agent endpoints room: POST /agent/identity, /agent/identity/claim, /agent/identity/claim/complete.
-Errors are {"error", "message"} JSON like v0.1's (the error handlers of protocol/errors.py)."""
+Errors are {"error", "message"} JSON like v0.1's (the error handlers of protocol/errors.py); over a rate
+limit, 429 rate_limit_exceeded with retry_after (decision 10)."""
 from flask import Blueprint, jsonify, request
+from flask_limiter.errors import RateLimitExceeded
 
 from .. import identity, latest_claims, tx
+from .. import ratelimit as rl
+from ..extensions import limiter
 from ..util import ProtocolError, printable
 from .errors import json_body
 
 bp = Blueprint("agent_identity", __name__)
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(exc):
+    return rl.too_many("latest")
 
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
 TOKEN_MAX = 200
@@ -24,6 +33,9 @@ def _who() -> dict:
 
 
 @bp.post("/agent/identity")
+@rl.registration_limited  # the same counters as /agent/auth's: service_auth counts as identity_assertion
+@limiter.limit(rl.limit_value("RATELIMIT_REFRESH_PER_IP"), scope="refresh-ip",
+               exempt_when=lambda: rl.registration_kind() != "refresh")
 def register():
     body = json_body({"type": (40, True), "login_hint": (320, False), "assertion_type": (100, False),
                       "assertion": (16384, False), "refresh_token": (TOKEN_MAX, False)})
@@ -51,6 +63,9 @@ def register():
 
 
 @bp.post("/agent/identity/claim")
+@limiter.limit(rl.limit_value("RATELIMIT_IDENTITY_CLAIM_PER_IP"), scope="identity-claim-ip")
+@limiter.limit(rl.limit_value("RATELIMIT_IDENTITY_CLAIM_PER_REGISTRATION"), key_func=rl.field_key("claim_token"),
+               scope="identity-claim-registration", exempt_when=rl.lacks_field("claim_token"))
 def claim():
     body = json_body({"type": (40, True), "claim_token": (TOKEN_MAX, True), "login_hint": (320, True)})
     if body["type"] != "service_auth":
@@ -62,6 +77,9 @@ def claim():
 
 
 @bp.post("/agent/identity/claim/complete")
+@limiter.limit(rl.limit_value("RATELIMIT_IDENTITY_COMPLETE_PER_IP"), scope="identity-complete-ip")
+@limiter.limit(rl.limit_value("RATELIMIT_IDENTITY_COMPLETE_PER_REGISTRATION"), key_func=rl.field_key("claim_token"),
+               scope="identity-complete-registration", exempt_when=rl.lacks_field("claim_token"))
 def complete():
     body = json_body({"claim_token": (TOKEN_MAX, True), "user_code": (32, True)})
     answer = identity.complete_claim(body["claim_token"], body["user_code"], **_who())

@@ -1,11 +1,15 @@
 """OAuth endpoints room: POST /oauth2/token (RFC 7523 jwt-bearer) and POST /oauth2/revoke (RFC 7009).
 
 Form-encoded bodies only; errors are RFC 6749 §5.2 objects {"error", "error_description"}; every answer
-says Cache-Control: no-store and Pragma: no-cache.
+says Cache-Control: no-store and Pragma: no-cache. Over a rate limit: 429 rate_limit_exceeded (see
+ratelimit.too_many: OAuth has no code for it).
 """
 from flask import Blueprint, current_app, jsonify, request
+from flask_limiter.errors import RateLimitExceeded
 
+from .. import ratelimit as rl
 from .. import tokens, tx
+from ..extensions import limiter
 from ..util import ProtocolError, printable
 
 bp = Blueprint("oauth", __name__)
@@ -31,6 +35,11 @@ def _oauth_error(exc: ProtocolError):
     for key, value in exc.headers.items():
         resp.headers[key] = value
     return _no_store(resp)
+
+
+@bp.errorhandler(RateLimitExceeded)
+def _rate_limited(exc):
+    return rl.too_many("oauth")
 
 
 def _form(*names: str, required=()) -> dict:
@@ -60,6 +69,7 @@ def _ua():
 
 
 @bp.post("/oauth2/token")
+@limiter.limit(rl.limit_value("RATELIMIT_OAUTH_TOKEN_PER_IP"), scope="oauth-token-ip")
 def token():
     params = _form("grant_type", "assertion", "resource")
     if params["grant_type"] != JWT_BEARER:  # missing too, as the public reference service answers
@@ -75,6 +85,7 @@ def token():
 
 
 @bp.post("/oauth2/revoke")
+@limiter.limit(rl.limit_value("RATELIMIT_OAUTH_REVOKE_PER_IP"), scope="oauth-revoke-ip")
 def revoke():
     params = _form("token", "token_type_hint", required=("token",))
     hint = params["token_type_hint"]

@@ -228,7 +228,7 @@ def insert_jti(iss: str, jti: str, keep_until: datetime, connection=None) -> Non
         raise ProtocolError(400, "replay_detected", "This token was already used; every token is accepted once.")
 
 
-def record_rejection(exc: ProtocolError, token, kind: str, *, ip=None, user_agent=None) -> None:
+def record_rejection(exc: ProtocolError, token, kind: str, *, ip=None, user_agent=None, protocol=None) -> None:
     """assertion.rejected with the error code (never the token), written after the error handler has
     rolled the request back (tx.keep_on_error)."""
     iss = sub = None
@@ -240,4 +240,4 @@ def record_rejection(exc: ProtocolError, token, kind: str, *, ip=None, user_agen
         pass
     tx.keep_on_error(audit.record, "assertion.rejected", "provider" if kind in ("logout", "set") else "agent",
                      iss=printable(iss, 500), sub=printable(sub, 255), ip=ip, user_agent=user_agent,
-                     error=exc.code, kind=kind)
+                     error=exc.code, kind=kind, protocol=protocol)
