@@ -31,8 +31,8 @@ def create_app(test_config=None) -> Flask:
     _engine_events(app)
 
     from authmd import health
-    from authmd.protocol import (agent_auth, api, claim_page, errors, events, forward, identity, introspect, oauth,
-                                 revoke, well_known)
+    from authmd.protocol import (agent_auth, api, claim_page, confirm_page, errors, events, forward, identity,
+                                 introspect, oauth, revoke, well_known)
     agent_facing = (well_known.bp, agent_auth.bp, api.bp, revoke.bp, health.bp, introspect.bp, forward.bp, oauth.bp,
                     identity.bp, events.bp)
     for bp in agent_facing:
@@ -41,6 +41,7 @@ def create_app(test_config=None) -> Flask:
     from authmd.cookie_session import CookieSessionInterface
     app.session_interface = CookieSessionInterface(cookieless={bp.name for bp in agent_facing})
     app.register_blueprint(claim_page.bp)
+    app.register_blueprint(confirm_page.bp)  # people's pages: CSRF and the portal session
     from authmd.console import register as register_console
     register_console(app)
     if app.config.get("DEV_PROVIDER"):

@@ -64,21 +64,21 @@ def request_claim(claim_token: str, email: str, *, ip=None, user_agent=None) -> 
     _check_claimable(reg, now)
     require_resolvable(email)  # "existing users only": refused now, before a mail goes out
     denied = db.session.execute(db.select(ClaimAttempt.id).where(
-        ClaimAttempt.registration_id == reg.id, ClaimAttempt.email == email,
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.protocol == "v0.1", ClaimAttempt.email == email,
         ClaimAttempt.status == "denied")).first()
     if denied:
         raise ProtocolError(403, "claim_denied",
                             "The owner of this address refused to be bound to this agent; use another address.")
     current = db.session.execute(db.select(ClaimAttempt).where(
-        ClaimAttempt.registration_id == reg.id, ClaimAttempt.status == "initiated")
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.protocol == "v0.1", ClaimAttempt.status == "initiated")
         .order_by(ClaimAttempt.created_at.desc())).scalars().first()
     if (current is not None and current.email == email and current.delivered
             and current.link_expires_at > now):
         return _attempt_answer(current)  # idempotent repeat: same attempt, no second email
     limit = int(settings.get("claim_max_attempts_per_hour"))
     recent = db.session.execute(db.select(db.func.count()).select_from(ClaimAttempt).where(
-        ClaimAttempt.registration_id == reg.id, ClaimAttempt.created_at > now - timedelta(hours=1),
-        ClaimAttempt.status != "failed")).scalar()  # a mail that never left does not count
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.protocol == "v0.1",
+        ClaimAttempt.created_at > now - timedelta(hours=1), ClaimAttempt.status != "failed")).scalar()  # a mail that never left does not count
     if recent >= limit:
         # per registration, counted in the database: one agent cannot mail-bomb addresses from many IPs
         raise ProtocolError(429, "rate_limited",
@@ -264,8 +264,8 @@ def complete(claim_token: str, otp: str, *, ip=None, user_agent=None) -> dict:
         raise ProtocolError(409, "previously_claimed", "This registration has already been claimed.")
     if reg.status in ENDED or is_locked(reg):
         raise ProtocolError(410, "claim_expired", "This registration can no longer be claimed.")
-    attempt = db.session.execute(db.select(ClaimAttempt).where(
-        ClaimAttempt.registration_id == reg.id, ClaimAttempt.status == "initiated")
+    attempt = db.session.execute(db.select(ClaimAttempt).where(  # v0.1's own: never a latest step-up's
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.protocol == "v0.1", ClaimAttempt.status == "initiated")
         .order_by(ClaimAttempt.created_at.desc())).scalars().first()
     if attempt is None or attempt.otp_digest is None:
         raise ProtocolError(400, "otp_not_generated",

@@ -14,10 +14,11 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import update
 
-from . import audit, settings
+from . import agent_text, audit, scopes, settings
 from .extensions import db
-from .models import ClaimAttempt, Registration, User
+from .models import ClaimAttempt, Registration, TrustedIssuer, User
 from .secrets import digest, new_id, new_otp, new_token
+from .users import normalize_email
 from .util import ProtocolError, iso, utcnow
 
 ENDED = ("expired", "revoked")
@@ -93,11 +94,52 @@ def request(claim_token, login_hint: str, *, ip=None, user_agent=None) -> dict:
 # ---------------------------------------------------------------- the person's side (the claim page)
 
 def attempt_by_token(attempt_token) -> ClaimAttempt | None:
+    """The latest attempt of a cvt_ token (v0.1's emailed links carry cvt_ tokens too: never one of those)."""
     if not isinstance(attempt_token, str) or not attempt_token.startswith("cvt_") or len(attempt_token) > 200:
         return None
     attempt = db.session.execute(db.select(ClaimAttempt).where(
         ClaimAttempt.link_token_digest == digest(attempt_token))).scalar()
     return attempt if attempt is not None and attempt.protocol == "latest" else None
+
+
+def addressed_to(attempt: ClaimAttempt, user) -> bool:
+    """Whether user is the person the attempt names (its login_hint), both in normalize_email's form."""
+    try:
+        return bool(user is not None and user.email) and normalize_email(user.email) == normalize_email(attempt.email)
+    except ProtocolError:
+        return False
+
+
+def attempt_for_user(attempt_id, user) -> ClaimAttempt:
+    """A latest attempt by id for the person it names (the portal's buttons); 404 for anything else, a v0.1
+    attempt included, as for one that does not exist."""
+    attempt = db.session.get(ClaimAttempt, attempt_id) if isinstance(attempt_id, str) and len(attempt_id) <= 40 else None
+    if attempt is None or attempt.protocol != "latest" or not addressed_to(attempt, user):
+        raise ProtocolError(404, "not_found", "There is no such claim request for your address.")
+    return attempt
+
+
+def describe(attempt: ClaimAttempt) -> dict:
+    """Who asks, for the claim page and the portal. `reported` (the agent's User-Agent) and `platform` (the
+    agent_platform an ID-JAG names) are the agent's own words: defanged and capped (agent_text), shown quoted
+    under a "self-reported" label. ip and time are the service's own observations; `issuer` (a step-up's
+    provider) was checked against the trust list, its `issuer_name` the admin's name for it. `scopes` are what
+    the agent gets once the person confirms; `linked_at_once`: born at v0.1's /agent/auth, Authorize links."""
+    reg = attempt.registration
+    out = {"email": attempt.email, "kind": reg.type, "linked_at_once": reg.protocol == "v0.1",
+           "reported": agent_text.self_reported(attempt.user_agent or reg.user_agent),
+           "platform": None, "issuer": None, "issuer_name": None,
+           "ip": attempt.ip or reg.ip or "unknown", "time": iso(attempt.created_at),
+           "expires_at": iso(attempt.link_expires_at)}
+    if reg.type == "agent-provider":
+        from .idjag import granted_scopes
+        row = db.session.execute(db.select(TrustedIssuer).where(TrustedIssuer.issuer == reg.iss)).scalar()
+        out.update(issuer=reg.iss, issuer_name=row.name if row is not None else None,
+                   platform=agent_text.self_reported(reg.agent_platform),
+                   scopes=granted_scopes(row) if row is not None and row.enabled else [])
+    else:
+        out["scopes"] = scopes.post_claim()
+    return out
 
 
 def state(attempt: ClaimAttempt, now=None) -> str:
@@ -116,11 +158,18 @@ def state(attempt: ClaimAttempt, now=None) -> str:
     return "confirmed" if attempt.confirmed_at is not None else "open"
 
 
+def _check_addressed_to(attempt: ClaimAttempt, user) -> None:
+    if not addressed_to(attempt, user):
+        raise ProtocolError(403, "wrong_account", "This claim request is for another address: sign in as "
+                                                  "the person it names.")
+
+
 def authorize(attempt: ClaimAttempt, user, *, ip=None, user_agent=None) -> dict:
     """The signed-in person presses Authorize: a fresh user_code for the agent (shown once), or, for an
     attempt born at v0.1's /agent/auth (whose agent has nowhere to submit a code), the delegation bound at
     once. Returns {"user_code", "expires_at"} or {"linked": True}. Caller commits."""
     now = utcnow()
+    _check_addressed_to(attempt, user)
     current = state(attempt, now)
     if current not in ("open", "confirmed"):
         raise ProtocolError(409 if current == "claimed" else 410, "claim_" + current,
@@ -148,6 +197,7 @@ def authorize(attempt: ClaimAttempt, user, *, ip=None, user_agent=None) -> dict:
 
 def deny(attempt: ClaimAttempt, user, *, ip=None, user_agent=None) -> None:
     """"This wasn't me": the attempt is dead; the agent's completion answers claim_denied. Caller commits."""
+    _check_addressed_to(attempt, user)
     if state(attempt) not in ("open", "confirmed"):
         raise ProtocolError(410, "claim_expired", "This claim request is no longer open.")
     attempt.status = "denied"
@@ -170,7 +220,8 @@ def complete(claim_token, user_code, *, ip=None, user_agent=None) -> dict:
     if reg.status in ENDED or reg.failed_otp_count >= MAX_FAILURES_PER_REGISTRATION:
         raise ProtocolError(410, "claim_expired", "This registration can no longer be claimed; register again.")
     attempt = db.session.execute(db.select(ClaimAttempt).where(
-        ClaimAttempt.registration_id == reg.id, ClaimAttempt.status.in_(("initiated", "denied")))
+        ClaimAttempt.registration_id == reg.id, ClaimAttempt.protocol == "latest",
+        ClaimAttempt.status.in_(("initiated", "denied")))
         .order_by(ClaimAttempt.created_at.desc())).scalars().first()
     if attempt is None or (attempt.status == "initiated" and attempt.link_expires_at <= now
                            and attempt.confirmed_at is None):

@@ -183,12 +183,13 @@ def outbox(*, to=None, before=None) -> tuple[list, int | None]:
 
 
 # --- the portal: one user's own -----------------------------------------------------------------------------
-def pending_claims(email: str) -> list[ClaimAttempt]:
-    """The claims waiting for this address: a portal user answers them."""
+def pending_claims(email: str, protocol: str = "v0.1") -> list[ClaimAttempt]:
+    """The claims of one protocol family waiting for this address: a portal user answers them (v0.1's with
+    "Show code", the latest's with Authorize: each family's buttons only ever see its own attempts)."""
     now = utcnow()
     return list(db.session.execute(
         db.select(ClaimAttempt).join(Registration, Registration.id == ClaimAttempt.registration_id)
-        .where(ClaimAttempt.email == email, ClaimAttempt.status == "initiated",
+        .where(ClaimAttempt.email == email, ClaimAttempt.protocol == protocol, ClaimAttempt.status == "initiated",
                ClaimAttempt.link_expires_at > now, Registration.status == "pending")
         .order_by(ClaimAttempt.created_at.desc()).limit(50)).scalars())
 

@@ -52,7 +52,8 @@ class ProtocolError(Exception):
 class RedactTokens(logging.Filter):
     """Blank token-bearing query parameters in log lines (the dev server logs claim links with their token)."""
 
-    PATTERN = re.compile(r"((?:token|claim_token|claim_attempt_token|access_token|otp)=)[^&\s\"'\x1b]+")
+    # also percent-encoded inside another parameter: the sign-in page's next=%2Fclaim%3Fclaim_attempt_token%3D…
+    PATTERN = re.compile(r"((?:token|claim_token|claim_attempt_token|access_token|otp)(?:=|%3[dD]))[^&%\s\"'\x1b]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

@@ -228,7 +228,9 @@ def logout():
     logout_user()
     session.clear()
     flash("You are signed out.", "success")
-    return redirect(url_for("console_auth.login" if was_console else "console_auth.portal_login"))
+    # next: the claim page's "wrong account" sign-out returns there, to sign in as the person it names
+    return redirect(safe_target(request.form.get("next"),
+                                url_for("console_auth.login" if was_console else "console_auth.portal_login")))
 
 
 # --- portal sign-in by emailed link -------------------------------------------------------------------
@@ -236,33 +238,51 @@ SAME_ANSWER = ("If that address can sign in here, a sign-in link is on its way. 
                "It is valid for 15 minutes and works once.")
 
 
+def _prefill(value) -> str | None:
+    """The address a page that sent the browser here names (?email=), when it is one: shown, never trusted."""
+    from ..users import normalize_email
+    try:
+        return normalize_email(value.strip()) if isinstance(value, str) else None
+    except ProtocolError:
+        return None
+
+
 @bp.route("/portal/login", methods=["GET", "POST"])
 @limiter.limit(_ip_limit("RATELIMIT_PORTAL_LOGIN_PER_IP", "30/hour"), methods=["POST"])
 def portal_login():
+    """The form mails a sign-in link. `next` (a query parameter, then the form's hidden field) is where the
+    link lands once used: the claim page sends the browser here with its own path and the address to prefill."""
     form = PortalLoginForm()
+    next_path = safe_target(request.form.get("next") if request.method == "POST" else request.args.get("next"),
+                            None)
+    if request.method == "GET" and not form.email.data:
+        form.email.data = _prefill(request.args.get("email"))
+    page = {"form": form, "next_path": next_path, "service_name": settings.get("service_name")}
+    # a next path may carry a claim page's token: never cached, never sent on as a Referer
+    private = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"} if next_path else {}
     status = 200
     if form.validate_on_submit():
         email, now = form.email.data, utcnow()
         try:
-            send_login_link(email, now)
+            send_login_link(email, now, next_path=next_path)
             db.session.commit()
             mail.deliver_queued()
         except ProtocolError as exc:
             tx.rollback()
             form.email.errors.append(exc.message)
-            return render_template("portal/login.html", form=form,
-                                   service_name=settings.get("service_name")), exc.status, exc.headers or {}
+            return render_template("portal/login.html", **page), exc.status, {**private, **(exc.headers or {})}
         # one answer whether or not the address is known
         return render_template("portal/login_sent.html", message=SAME_ANSWER,
-                               service_name=settings.get("service_name"))
+                               service_name=settings.get("service_name")), 200, private
     if request.method == "POST":
         status = 400
-    return render_template("portal/login.html", form=form, service_name=settings.get("service_name")), status
+    return render_template("portal/login.html", **page), status, private
 
 
-def send_login_link(email: str, now) -> bool:
-    """Queue a one-time sign-in link unless the address is disabled or asked too often. Caller commits, then
-    calls mail.deliver_queued() (which withdraws the link and raises 503 if the mail cannot be delivered)."""
+def send_login_link(email: str, now, next_path: str | None = None) -> bool:
+    """Queue a one-time sign-in link unless the address is disabled or asked too often; once used, the link
+    lands on next_path (a path on this site, else the portal). Caller commits, then calls
+    mail.deliver_queued() (which withdraws the link and raises 503 if the mail cannot be delivered)."""
     user = by_email(email)
     if user is not None and not user.is_active:
         return False
@@ -273,7 +293,8 @@ def send_login_link(email: str, now) -> bool:
     if recent >= LINKS_PER_WINDOW:
         return False  # quietly: the same answer, no mail flood
     token = new_token("sil_", 32)
-    row = LoginLink(email=email, digest=digest(token), created_at=now, expires_at=now + LINK_TTL)
+    row = LoginLink(email=email, digest=digest(token), created_at=now, expires_at=now + LINK_TTL,
+                    next_path=safe_target(next_path, None))
     db.session.add(row)
     db.session.flush()
     link = current_app.config["ISSUER"] + url_for("console_auth.portal_link") + "?token=" + token
@@ -309,12 +330,14 @@ def portal_link():
         except ProtocolError:
             user = None
         if user is not None and user.is_active:
+            landing = row.next_path
             db.session.flush()
             audit.record("user.login", "user", actor_id=user.id, user_id=user.id,
                          ip=request.remote_addr, user_agent=request.user_agent.string)
             db.session.commit()
             open_session(user, LINK, now)  # the portal only, even for an admin (see admin_required)
-            return redirect(url_for("portal.home"))
+            # checked again as it is used: a row is only as safe as whatever wrote it
+            return redirect(safe_target(landing, url_for("portal.home")))
         tx.rollback()
         usable = False
     status = 200 if usable else 410

@@ -1,11 +1,12 @@
-"""Portal room: a signed-in user's pending claims (show code / this wasn't me) and their agents."""
+"""Portal room: a signed-in user's pending claims (v0.1's: show code / this wasn't me; the latest protocol's:
+Authorize / this wasn't me, as on its /claim page) and their agents."""
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from .. import claims, queries, revocation, scopes, settings, tx
+from .. import claims, latest_claims, queries, revocation, scopes, settings, tx
 from ..extensions import db
 from ..models import Delegation, Registration
-from ..util import ProtocolError
+from ..util import ProtocolError, printable
 from .auth import user_required
 from .confirm import confirm_then_revoke
 from .forms import ButtonForm
@@ -21,11 +22,13 @@ def _ctx():
 
 def _home(code=None, code_for=None, error=None, status=200):
     email = current_user.email
-    attempts = queries.pending_claims(email) if email else []
+    attempts = queries.pending_claims(email, protocol="v0.1") if email else []
+    latest = queries.pending_claims(email, protocol="latest") if email else []
     regs, creds, dels = queries.my_agents(current_user.id)
     resp = Response(render_template(
-        "portal/home.html", attempts=attempts, agent=claims.agent_description, post_claim=scopes.post_claim(),
-        regs=regs, creds=creds, dels=dels, form=ButtonForm(), code=code, code_for=code_for, error=error), status=status)
+        "portal/home.html", attempts=attempts, latest=latest, agent=claims.agent_description,
+        describe=latest_claims.describe, post_claim=scopes.post_claim(), regs=regs, creds=creds, dels=dels,
+        form=ButtonForm(), code=code, code_for=code_for, error=error), status=status)
     if code:
         resp.headers["Cache-Control"] = "no-store"
     return resp
@@ -77,6 +80,54 @@ def deny(attempt_id):
                                    f"able to bind itself to {attempt.email}. Any key it already holds keeps its "
                                    "current, limited scopes until it expires.",
                            action=url_for("portal.deny", attempt_id=attempt.id), button="Refuse this agent",
+                           back=url_for("portal.home"))
+
+
+@bp.post("/latest-claims/<attempt_id>/authorize")
+@user_required
+def authorize(attempt_id):
+    """Authorize for a latest claim: the same domain call as the /claim page's button (a fresh user_code shown
+    once, or the link made at once for an attempt born at /agent/auth)."""
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    try:
+        attempt = latest_claims.attempt_for_user(attempt_id, current_user)
+        answer = latest_claims.authorize(attempt, current_user._get_current_object(), ip=request.remote_addr,
+                                         user_agent=printable(request.user_agent.string))
+        tx.commit()
+    except ProtocolError as exc:
+        tx.rollback()
+        return _home(error=exc.message, code_for=attempt_id, status=exc.status)
+    if answer.get("linked"):
+        flash("Linked: the agent's next sign-in through that provider is accepted.", "success")
+        return redirect(url_for("portal.home"))
+    return _home(code=answer, code_for=attempt_id)
+
+
+@bp.route("/latest-claims/<attempt_id>/deny", methods=["GET", "POST"])
+@user_required
+def deny_latest(attempt_id):
+    try:
+        attempt = latest_claims.attempt_for_user(attempt_id, current_user)
+    except ProtocolError:
+        abort(404)
+    form = ButtonForm()
+    if request.method == "POST" and form.validate_on_submit():
+        try:
+            latest_claims.deny(attempt, current_user._get_current_object(), ip=request.remote_addr,
+                               user_agent=printable(request.user_agent.string))
+            tx.commit()
+            flash("Refused. That agent cannot bind itself to your address with this request.", "success")
+        except ProtocolError as exc:
+            tx.rollback()
+            flash(exc.message, "error")
+        return redirect(url_for("portal.home"))
+    about = latest_claims.describe(attempt)
+    said = f"“{about['reported']}” (self-reported, not verified)" if about["reported"] else "(it gave no name)"
+    return render_template("console/confirm.html", form=form, title="This wasn't you?",
+                           message=f"The agent from {about['ip']} that describes itself as {said} will not be "
+                                   f"able to bind itself to {attempt.email} with this request.",
+                           action=url_for("portal.deny_latest", attempt_id=attempt.id), button="Refuse this agent",
                            back=url_for("portal.home"))
 
 

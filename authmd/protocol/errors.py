@@ -13,6 +13,8 @@ log = logging.getLogger("authmd")
 JSON_PREFIXES = ("/agent/", "/api/", "/.well-known/", "/auth.md", "/healthz", "/readyz", "/dev-provider/",
                  "/oauth2/")
 HTML_PREFIXES = ("/agent/auth/claim/view",)
+# people's pages whose every answer is HTML, whatever the client asks for (the latest claim page)
+HTML_ONLY = ("/claim", "/claim/confirm")
 
 HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
               405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "request_too_large",
@@ -25,6 +27,8 @@ def wants_json() -> bool:
     HTML in its Accept header, or one that sent a JSON body; HTML otherwise. Unmatched URLs included
     (/auth.md promises agents JSON for any path)."""
     path = request.path
+    if path in HTML_ONLY:
+        return False
     if not path.startswith(HTML_PREFIXES) and (path.startswith(JSON_PREFIXES) or path == "/agent/auth"):
         return True
     if request.mimetype == "application/json" or request.mimetype.endswith("+json"):
