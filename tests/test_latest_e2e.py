@@ -195,6 +195,7 @@ def test_an_anonymous_agent_calls_the_api(svc, tmp_path):
     record = saved["issuers"][svc.url]
     assert saved["version"] == 1 and record["registration_type"] == "anonymous" and record["claimed"] is False
     assert record["access_token"]["value"] == ready["access_token"] and "clm_" not in json.dumps(saved)
+    assert sorted(os.listdir(os.path.dirname(path))) == ["credentials.json"]  # no lockfile or temp file left
 
 
 def test_an_anonymous_agent_is_claimed_with_the_code_from_the_claim_page(svc, tmp_path):
@@ -281,6 +282,37 @@ def test_two_completions_of_one_claim_at_once_claim_it_once(svc):
     refused = [r for r in results if isinstance(r, ProtocolError)]
     assert len(ready) == 1 and ready[0]["status"] == "ready"
     assert len(refused) == 1 and (refused[0].code, refused[0].status) == ("already_claimed", 409)
+
+
+def test_the_claim_errors_an_agent_meets_after_the_page(svc):
+    # "This wasn't me" on the page: the agent's completion is refused, its claim stays in memory
+    person = svc.person(unique("denies"))
+    agent = svc.agent()
+    started = agent.authenticate(svc.url, email=person.email)
+    denied = person.deny(started["verification_uri"])
+    assert denied.status_code == 200 and 'id="denied"' in denied.text
+    with pytest.raises(ProtocolError) as refused:
+        agent.complete_claim(svc.url, "123456")
+    assert (refused.value.code, refused.value.status) == ("claim_denied", 403)
+    # a new attempt for the same registration (start_claim_attempt, as after an expired code), then five
+    # wrong codes: the attempt is dead
+    again = agent.start_claim_attempt(svc.url, person.email)
+    assert again["verification_uri"] != started["verification_uri"]
+    code = person.authorize(again["verification_uri"])
+    wrong = "%06d" % ((int(code) + 1) % 10**6)
+    errors = []
+    for _ in range(5):
+        with pytest.raises(ProtocolError) as bad:
+            agent.complete_claim(svc.url, wrong)
+        errors.append((bad.value.code, bad.value.status))
+    assert errors == [("invalid_user_code", 401)] * 4 + [("too_many_attempts", 429)]
+    with pytest.raises(ProtocolError) as dead:
+        agent.complete_claim(svc.url, code)  # even the right code now
+    assert (dead.value.code, dead.value.status) == ("too_many_attempts", 429)
+    # a login_hint that is no address is refused at registration
+    with pytest.raises(ProtocolError) as hint:
+        svc.agent().authenticate(svc.url, email="not an address")
+    assert (hint.value.code, hint.value.status) == ("invalid_login_hint", 400)
 
 
 # ---------------------------------------------------------------- refresh and re-authentication
