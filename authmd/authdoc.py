@@ -43,6 +43,7 @@ ERRORS = [
     ("email_unavailable", 503, "POST /agent/auth, /agent/auth/claim", "Retry the same request after Retry-After seconds."),
     ("claim_superseded", 410, "claim page", "A newer claim request replaced this one."),
     ("claim_completed", 409, "claim page", "Already claimed; nothing to do."),
+    ("wrong_account", 403, "claim page (/claim, the portal)", "The person signed in is not the one the claim names: they sign in as that address."),
     ("previously_claimed", 409, "POST /agent/auth/claim/complete", "Already claimed; keep using your credential."),
     ("otp_not_generated", 400, "POST /agent/auth/claim/complete", "Wait for the user to reveal the code, then retry."),
     ("otp_expired", 410, "POST /agent/auth/claim/complete", "Ask the user to reveal a fresh code."),

@@ -78,7 +78,8 @@ def request_claim(claim_token: str, email: str, *, ip=None, user_agent=None) -> 
     limit = int(settings.get("claim_max_attempts_per_hour"))
     recent = db.session.execute(db.select(db.func.count()).select_from(ClaimAttempt).where(
         ClaimAttempt.registration_id == reg.id, ClaimAttempt.protocol == "v0.1",
-        ClaimAttempt.created_at > now - timedelta(hours=1), ClaimAttempt.status != "failed")).scalar()  # a mail that never left does not count
+        ClaimAttempt.created_at > now - timedelta(hours=1),
+        ClaimAttempt.status != "failed")).scalar()  # a mail that never left does not count
     if recent >= limit:
         # per registration, counted in the database: one agent cannot mail-bomb addresses from many IPs
         raise ProtocolError(429, "rate_limited",

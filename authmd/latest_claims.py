@@ -113,7 +113,8 @@ def addressed_to(attempt: ClaimAttempt, user) -> bool:
 def attempt_for_user(attempt_id, user) -> ClaimAttempt:
     """A latest attempt by id for the person it names (the portal's buttons); 404 for anything else, a v0.1
     attempt included, as for one that does not exist."""
-    attempt = db.session.get(ClaimAttempt, attempt_id) if isinstance(attempt_id, str) and len(attempt_id) <= 40 else None
+    known = isinstance(attempt_id, str) and len(attempt_id) <= 40
+    attempt = db.session.get(ClaimAttempt, attempt_id) if known else None
     if attempt is None or attempt.protocol != "latest" or not addressed_to(attempt, user):
         raise ProtocolError(404, "not_found", "There is no such claim request for your address.")
     return attempt

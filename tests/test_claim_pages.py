@@ -403,6 +403,16 @@ def test_a_next_that_is_not_a_path_here_is_never_kept_nor_followed(app, live_ser
     assert r.status_code == 302 and r.headers["Location"] == "/portal/"
 
 
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/ok\n"])
+def test_send_login_link_keeps_only_a_path_here(app, smtp, target):
+    """The store-side check, for every caller of send_login_link (not only the form, which checks first)."""
+    from authmd.console.auth import send_login_link
+    with app.test_request_context():
+        assert send_login_link("ada@example.com", utcnow(), next_path=target)
+        assert db.session.execute(db.select(LoginLink.next_path)).scalar_one() is None
+        db.session.rollback()
+
+
 def test_a_stored_next_is_checked_again_when_the_link_is_used(app, live_server, smtp):
     person = Browser(live_server.url)
     page = person.get("/portal/login", params={"next": "/claim?claim_attempt_token=cvt_x"})
