@@ -5,8 +5,9 @@ Every node reads the same table, so every node signs with the same key and accep
 The newest key that is not retired signs. `rotate()` adds a new key and retires the old one, which stays
 published (and accepted) until `publish_until`: the last moment a token it signed can still be valid.
 
-Per worker, the keys are kept in memory: signing reads the table at most once every CACHE_SECONDS (a
-rotation on another node is picked up within that time; the old key stays valid meanwhile), and a token
+Per worker, the keys are kept in memory: signing reads the table at most once every CACHE_SECONDS (config
+SIGNING_KEY_CACHE_SECONDS; 0 reads it every time. A rotation on another node or by the CLI is picked up within
+that time; the old key stays valid meanwhile), and a token
 naming a kid this worker has not seen re-reads the table at once (at most once a second), so a key made
 on another node is accepted immediately.
 """
@@ -166,7 +167,8 @@ class _Cache:
 
     def _fresh(self, secret) -> bool:
         return (self.loaded_at is not None and self.secret == secret
-                and time.monotonic() - self.loaded_at < CACHE_SECONDS)
+                and time.monotonic() - self.loaded_at
+                < float(current_app.config.get("SIGNING_KEY_CACHE_SECONDS", CACHE_SECONDS)))
 
     def load(self, force: bool = False):
         secret = current_app.config["SECRET_KEY"]

@@ -103,10 +103,19 @@ def revoke_family(family_id: str, *, reason: str, now=None, actor_kind: str = "s
     families = db.session.execute(
         update(RefreshToken).where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
         .values(revoked_at=now).execution_options(synchronize_session=False)).rowcount or 0
-    revoked = revoke_access_tokens(reg_id, now=now) if reason == "reuse" else 0
+    revoked, ended = 0, 0
+    if reason == "reuse":
+        revoked = revoke_access_tokens(reg_id, now=now)
+        # the assertions the family handed out would buy new access tokens for another hour (and the official
+        # client re-exchanges its stored assertion after a 401 at once): the registration ends with the family.
+        # An ID-JAG registration comes back on a fresh ID-JAG; the others register again.
+        ended = db.session.execute(
+            update(Registration).where(Registration.id == reg_id, Registration.status.not_in(("expired", "revoked")))
+            .values(status="revoked", ended_at=now).execution_options(synchronize_session=False)).rowcount or 0
     event = "refresh_token.reused" if reason == "reuse" else "token.revoked"
     audit.record(event, actor_kind, registration_id=reg_id, protocol="latest", family_id=family_id,
-                 refresh_tokens_revoked=families, revoked_count=revoked)
+                 refresh_tokens_revoked=families, revoked_count=revoked,
+                 **({"registration_revoked": bool(ended)} if reason == "reuse" else {}))
     return revoked
 
 

@@ -194,3 +194,64 @@ def test_rate_limit_counters_are_shared_between_nodes(app, nodes, smtp):
     statuses = [post(node + "/agent/auth", body).status_code for node in (a, b) * 5]
     # 5 claim mails per address an hour across both nodes and all four workers (memory counters would allow 20)
     assert statuses.count(200) == 5 and statuses.count(429) == 5
+
+
+# ---------------------------------------------------------------- the latest protocol across nodes
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
+
+
+def kid_of(jwt_token):
+    import base64
+    import json
+    head = jwt_token.split(".", 1)[0]
+    return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
+
+
+def test_latest_assertions_and_provider_events_cross_nodes(app, nodes, provider):
+    """One test, not two: the fixture `app` empties the database (signing keys included) before each test while
+    the nodes keep serving, and a worker keeps the keys it read for a minute."""
+    import time
+    from tests.fixtures.provider import REVOKED_EVENT, trust
+    a, b, _ = nodes
+    trust(app, provider)
+    # B's workers read the (empty) key table first, so the key A is about to make is one they have not seen
+    for _ in range(4):
+        assert requests.get(b + "/.well-known/jwks.json", timeout=TIMEOUT).json() == {"keys": []}
+
+    # an assertion signed on A is exchanged on B (every worker), and its access token works on A
+    reg = post(a + "/agent/identity", {"type": "anonymous"})
+    assert reg.status_code == 200, reg.text
+    assertion = reg.json()["identity"]["assertion"]
+    for _ in range(4):
+        token = requests.post(b + "/oauth2/token", data={"grant_type": JWT_BEARER, "assertion": assertion},
+                              timeout=TIMEOUT)
+        assert token.status_code == 200, token.text
+        assert requests.get(a + "/api/resource", timeout=TIMEOUT, headers={
+            "Authorization": "Bearer " + token.json()["access_token"]}).status_code == 200
+    for node in (a, b):
+        assert kid_of(assertion) in {k["kid"] for k in requests.get(
+            node + "/.well-known/jwks.json", timeout=TIMEOUT).json()["keys"]}
+
+    # a SET posted to A: the delegation's latest access token is dead on B at the very next call
+    got = post(b + "/agent/identity", {"type": "identity_assertion", "assertion_type": ID_JAG,
+                                       "assertion": provider.id_jag(ISSUER, sub="set-leaver",
+                                                                    auth_time=int(time.time()) - 60)})
+    assert got.status_code == 200, got.text
+    latest = requests.post(b + "/oauth2/token", timeout=TIMEOUT, data={
+        "grant_type": JWT_BEARER, "assertion": got.json()["identity"]["assertion"]}).json()["access_token"]
+    auth = {"Authorization": "Bearer " + latest}
+    for _ in range(4):  # warm every worker of both nodes with the live token
+        for node in (a, b):
+            assert requests.get(node + "/api/resource", headers=auth, timeout=TIMEOUT).status_code == 200
+    now = int(time.time())
+    event = provider.sign({"iss": provider.issuer, "sub": "set-leaver", "aud": ISSUER, "iat": now, "jti": f"set-{now}",
+                           "events": {REVOKED_EVENT: {}}}, typ="secevent+jwt")
+    sent = requests.post(a + "/agent/event/notify", data=event, headers={"Content-Type": "application/secevent+jwt"},
+                         timeout=TIMEOUT)
+    assert sent.status_code == 202 and sent.content == b""
+    for _ in range(4):
+        for node in (b, a):
+            r = requests.get(node + "/api/resource", headers=auth, timeout=TIMEOUT)
+            assert r.status_code == 401 and r.json()["error"] == "invalid_token"
