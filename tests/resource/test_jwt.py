@@ -404,3 +404,42 @@ def test_authmd_unreachable_for_an_unknown_key_fails_closed(jwt_live):
                                         introspection_endpoint=dead + "/oauth2/introspect", timeout=2))
     with pytest.raises(Unavailable):
         client.identify("Bearer " + token)
+
+
+def test_the_key_set_is_bounded(helper_clock):
+    """authmd_resource.jwt_access.Keys against a key set served over loopback HTTP: at most max_keys keys from a
+    document of at most max_bytes; what does not fit, or is not an ES256 signing key, is left out."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from authmd_resource.jwt_access import Keys
+    ec = [{**ECKey.generate_key("P-256").as_dict(private=False), "kid": f"k{i}", "alg": "ES256", "use": "sig"}
+          for i in range(20)]
+    documents = {"/many": {"keys": ec}, "/big": {"keys": ec[:1], "pad": "x" * 70_000},
+                 "/mixed": {"keys": [{**ec[0], "alg": "ES384"}, {**ec[1], "use": "enc"}, {"kty": "oct", "k": "c2Vj",
+                            "kid": "hs"}, {**ec[2], "crv": "P-384"}, {**ec[3], "x": "!!"}, ec[4], "junk"]}}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = json.dumps(documents[self.path]).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    import threading
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        def keys(path):
+            return Keys(base + path, opener=urllib.request.build_opener(), timeout=5, clock=helper_clock)
+        many = keys("/many")
+        assert many.get("k0") is not None and many.get("k15") is not None and many.get("k16") is None
+        assert len(many._keys) == 16
+        assert keys("/big").get("k0") is None  # over 64 KiB: not read at all
+        mixed = keys("/mixed")
+        assert [kid for kid in ("k0", "k1", "hs", "k2", "k3", "k4") if mixed.get(kid) is not None] == ["k4"]
+    finally:
+        server.shutdown()
