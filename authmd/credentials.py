@@ -109,7 +109,7 @@ def _snapshot_class(name, base, columns, start, dialect):
 # is kept to what the checks and a view need.
 VIEW_COLUMNS = (
     (Credential, ("id", "type", "scopes", "registration_id", "user_id", "delegation_id", "created_at",
-                  "expires_at", "revoked_at", "last_used_at")),
+                  "expires_at", "revoked_at", "last_used_at", "protocol", "resource")),
     (Registration, ("id", "type", "status", "email", "claim_expires_at", "agent_platform")),
     (User, ("id", "email", "email_verified", "name", "is_active")),
     (Delegation, ("id", "iss", "sub", "aud", "agent_platform", "agent_context_id")),

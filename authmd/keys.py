@@ -99,9 +99,11 @@ def ensure(now=None) -> SigningKey | None:
 
 
 def _overlap() -> timedelta:
-    """How long a retired key stays valid: the longest lifetime of a token it signed, plus clock skew."""
+    """How long a retired key stays valid: the longest lifetime of a token it signed (an identity assertion,
+    a JWT access token), plus clock skew."""
     cfg = current_app.config
-    return timedelta(seconds=int(settings.get("assertion_ttl")) + int(cfg.get("CLOCK_SKEW", 60)))
+    longest = max(int(settings.get("assertion_ttl")), int(settings.get("jwt_access_token_ttl")))
+    return timedelta(seconds=longest + int(cfg.get("CLOCK_SKEW", 60)))
 
 
 def rotate(*, actor_kind="admin", actor_id="cli", ip=None, user_agent=None, now=None) -> tuple[SigningKey, list[str]]:

@@ -31,6 +31,10 @@ DEFAULTS = {
     # off: an ID-JAG whose verified email matches a user with no delegation from that (iss, sub) needs
     # that user's confirmation (the takeover guard); on: v0.1's silent link by email
     "link_identities_by_email": False,
+    # the latest protocol's access tokens: "opaque" (at_…, checked at authmd) or "jwt" (RFC 9068 at+jwt,
+    # also verifiable by an API on its own, which then cannot see a revocation before exp: hence short)
+    "access_token_format": "opaque",
+    "jwt_access_token_ttl": 300,
 }
 
 

@@ -6,36 +6,90 @@ exactly one wins) and hands out the next one of the same family. A spent token p
 two parties hold the family (RFC 9700 §4.14.2): the whole family is revoked, with the registration's
 access tokens of this protocol, and the answer is the same 400 invalid_refresh_token as for an unknown
 token. That revocation must land although the request fails, so it goes through tx.keep_on_error.
-"""
-import uuid
-from datetime import timedelta
 
+Access tokens are opaque (`at_…`) or, with the setting access_token_format = "jwt", RFC 9068 JWTs
+(typ at+jwt, signed with the service keys published at jwks_uri) that an API may verify on its own. A JWT
+is a credentials row too, keyed by the digest of the whole token: authmd's own checks (the API door,
+introspection, forward auth) stay the one indexed lookup and refuse a revoked JWT at once; only an API
+that verifies it locally accepts it until exp, which is why its lifetime (jwt_access_token_ttl) is short.
+"""
+import calendar
+import uuid
+from datetime import datetime, timedelta
+
+from flask import current_app
 from sqlalchemy import update
 
-from . import audit, credentials, settings, tx
+from . import audit, credentials, keys, settings, tx
 from .extensions import db
-from .models import Credential, RefreshToken, Registration
+from .models import Credential, Delegation, RefreshToken, Registration
 from .secrets import digest, display_prefix, new_token
 from .util import ProtocolError, utcnow
 
 REFRESH_PREFIX = "art_"
+JWT_TYP = "at+jwt"
+JWT_PREFIX = "jwt_"  # the display prefix of a JWT's row (its jti's first characters): a JWT has no prefix of its own
+# the longest access token authmd issues: a JWT carries its scopes and a provider's subject
+MAX_ACCESS_TOKEN_LENGTH = 4096
+# authmd's registration types in the latest protocol's words (what /agent/identity calls them)
+WIRE_TYPE = {"anonymous": "anonymous", "service-auth": "service_auth", "agent-provider": "identity_assertion"}
 _credentials = Credential.__table__
 _INSERT_ACCESS = _credentials.insert().returning(_credentials.c.id)
+
+
+def subject(user_id, registration_id: str) -> str:
+    """Who is behind a credential, stable across its checks: `user:<id>` once a person owns it, else
+    `registration:<registration id>` (an unclaimed anonymous registration)."""
+    return f"user:{user_id}" if user_id is not None else f"registration:{registration_id}"
 
 
 def issue_access(registration: Registration, scopes: list[str], *, resource=None, now=None,
                  ip=None, user_agent=None) -> dict:
     """A fresh access token for a latest registration: the token response's fields. Caller commits."""
     now = now or utcnow()
-    values, token = credentials.new_values(registration.id, "access_token", scopes, user_id=registration.user_id,
-                                           delegation_id=registration.delegation_id, now=now)
+    jwt = settings.get("access_token_format") == "jwt"
+    if jwt:
+        now = now.replace(microsecond=0)  # a JWT's times are whole seconds: the row says the same
+        values, token = _jwt_values(registration, scopes, resource, now)
+    else:
+        values, token = credentials.new_values(registration.id, "access_token", scopes,
+                                               user_id=registration.user_id,
+                                               delegation_id=registration.delegation_id, now=now)
     values.update(protocol="latest", resource=resource)
     cred_id = db.session.execute(_INSERT_ACCESS, values).scalar_one()
     audit.record("token.issued", "agent", registration_id=registration.id, user_id=registration.user_id,
                  protocol="latest", credential_id=cred_id, credential_prefix=values["prefix"],
-                 scope=" ".join(scopes), resource=resource, ip=ip, user_agent=user_agent)
+                 scope=" ".join(scopes), resource=resource, format="jwt" if jwt else "opaque",
+                 ip=ip, user_agent=user_agent)
     return {"access_token": token, "token_type": "Bearer",
             "expires_in": int((values["expires_at"] - now).total_seconds()), "scope": " ".join(scopes)}
+
+
+def _jwt_values(reg: Registration, scopes: list[str], resource, now: datetime) -> tuple[dict, str]:
+    """An RFC 9068 access token and its row's values. It ends at jwt_access_token_ttl, or at an unclaimed
+    registration's claim deadline when that comes first (an API checking it locally cannot know the
+    deadline; introspection answers the same exp)."""
+    expires = now + timedelta(seconds=int(settings.get("jwt_access_token_ttl")))
+    if reg.status == "pending" and reg.claim_expires_at is not None:
+        expires = min(expires, reg.claim_expires_at.replace(microsecond=0))
+    cfg = current_app.config
+    jti = uuid.uuid4().hex
+    claims = {"iss": cfg["ISSUER"], "sub": subject(reg.user_id, reg.id), "aud": resource or cfg["RESOURCE"],
+              "client_id": reg.id, "iat": _epoch(now), "exp": _epoch(expires), "jti": jti,
+              "scope": " ".join(scopes), "registration_type": WIRE_TYPE.get(reg.type, reg.type),
+              "protocol": "latest"}
+    if reg.delegation_id is not None:
+        delegation = db.session.get(Delegation, reg.delegation_id)
+        if delegation is not None:
+            claims["agent_iss"], claims["agent_sub"] = delegation.iss, delegation.sub
+    token = keys.sign(claims, JWT_TYP)
+    return dict(digest=digest(token), prefix=JWT_PREFIX + jti[:6], type="access_token", scopes=" ".join(scopes),
+                registration_id=reg.id, user_id=reg.user_id, delegation_id=reg.delegation_id, created_at=now,
+                expires_at=expires), token
+
+
+def _epoch(dt: datetime) -> int:
+    return calendar.timegm(dt.timetuple())
 
 
 def revoke_access_tokens(registration_id: str, now=None) -> int:
@@ -132,7 +186,7 @@ def revoke_token(token, *, now=None, ip=None, user_agent=None) -> bool:
     """RFC 7009: revoke the access token (any credential its holder presents) or the refresh token (its
     family) this is; nothing for an unknown token. Returns whether something was revoked. Caller commits."""
     now = now or utcnow()
-    if not isinstance(token, str) or not token or len(token) > 200:
+    if not isinstance(token, str) or not token or len(token) > MAX_ACCESS_TOKEN_LENGTH:
         return False
     if token.startswith(REFRESH_PREFIX):
         family = db.session.execute(db.select(RefreshToken.family_id)

@@ -2,10 +2,13 @@
 
 The API asks authmd whether a presented credential is live (RFC 7662 token introspection, authenticated
 with the API's resource-server client_id and secret), keeps each answer for a short time, and answers
-agents with the same 401/403 challenges and JSON bodies authmd itself does. It also describes the API
-to agents (RFC 9728 protected resource metadata naming authmd as the authorization server).
+agents with the same 401/403 challenges and JSON bodies authmd itself does. JWT access tokens (RFC 9068,
+when authmd issues them) are verified in this process with the keys authmd publishes, without a call per
+request (``authmd_resource.jwt_access``). It also describes the API to agents (RFC 9728 protected resource
+metadata naming authmd as the authorization server).
 
-Standard library only. The framework adapters are small modules of their own:
+Standard library only, but for joserfc to verify JWTs locally (without it they are introspected). The
+framework adapters are small modules of their own:
 ``authmd_resource.flask`` (a Flask extension), ``authmd_resource.starlette`` (a Starlette / FastAPI
 dependency) and ``authmd_resource.wsgi`` (a plain WSGI middleware).
 """
@@ -136,13 +139,20 @@ class Client:
     a live / dead answer is kept (a live one never past the credential's own exp; a revocation shows here
     at the latest after cache_seconds). cache_size: answers kept at most (least recently used go first).
     clock: seconds since the epoch (tests inject one).
+
+    JWT access tokens: local_jwt None (default) verifies them here when joserfc is installed, True requires
+    it, False introspects them like opaque tokens. jwks_uri: authmd's published keys (default
+    <issuer>/.well-known/jwks.json). jwt_leeway: seconds of clock skew allowed on exp, nbf and iat.
+    jwks_refetch_seconds: at most one fetch of the keys this often for a token naming an unknown key (such a
+    token goes to introspection meanwhile). The token's aud must be this API's resource.
     """
 
     def __init__(self, issuer: str, client_id: str, client_secret: str, *, resource: str | None = None,
                  introspection_endpoint: str | None = None, scopes_supported=None,
                  resource_name: str | None = None, cache_seconds: float = 30.0,
                  negative_cache_seconds: float = 5.0, cache_size: int = 10_000, timeout: float = 5.0,
-                 clock=time.time, opener=None, max_token_length: int = 4096):
+                 clock=time.time, opener=None, max_token_length: int = 4096, local_jwt: bool | None = None,
+                 jwks_uri: str | None = None, jwt_leeway: float = 30.0, jwks_refetch_seconds: float = 60.0):
         if not issuer or not client_id or not client_secret:
             raise ValueError("issuer, client_id and client_secret are required")
         self.issuer = issuer.rstrip("/")
@@ -158,6 +168,42 @@ class Client:
         self._cache = _Cache(cache_size)
         raw = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"  # RFC 6749 §2.3.1
         self._authorization = "Basic " + base64.b64encode(raw.encode()).decode()
+        self.jwks_uri = jwks_uri or self.issuer + "/.well-known/jwks.json"
+        self._jwt = self._verifier(local_jwt, jwt_leeway, jwks_refetch_seconds)
+
+    def _verifier(self, local_jwt, leeway, refetch_seconds):
+        if local_jwt is False:
+            return None
+        try:
+            from . import jwt_access
+        except ImportError:
+            if local_jwt:
+                raise
+            log.warning("joserfc is not installed: JWT access tokens are introspected, not verified locally")
+            return None
+        self._unknown_key = jwt_access.UNKNOWN_KEY
+        keys = jwt_access.Keys(self.jwks_uri, opener=self._opener, timeout=self.timeout, clock=self.clock,
+                               refetch_seconds=refetch_seconds)
+        return jwt_access.Verifier(self.issuer, keys, self.clock, leeway)
+
+    # ------------------------------------------------------------------ checking a token
+    def check(self, token: str, base_url: str = "") -> dict | None:
+        """What is known of token when live (authmd's introspection answer, or a JWT's verified claims),
+        else None. A JWT access token is verified here; anything else is introspected (cached). Raises
+        Unavailable when authmd must be asked and cannot be."""
+        if self._jwt is not None and len(token) <= self.max_token_length and _is_jwt(token):
+            claims = self._jwt.verify(token, self.resource_for(base_url))
+            if claims is not self._unknown_key:
+                return claims
+            # a key this process does not know, and may not fetch again yet: authmd knows its own tokens
+        return self.introspect(token)
+
+    def ready(self, token: str, base_url: str = ""):
+        """check(token)'s answer when it needs no network (a cached introspection answer, or a JWT whose
+        key is known), else MISS: what an event loop may run inline."""
+        if self._jwt is not None and len(token) <= self.max_token_length and _is_jwt(token):
+            return self.check(token, base_url) if self._jwt.ready(token) else _MISS
+        return self.cached(token)
 
     # ------------------------------------------------------------------ asking authmd
     def cached(self, token: str):
@@ -250,7 +296,7 @@ class Client:
     def identify(self, authorization: str | None, scopes=(), base_url: str = "") -> Identity:
         """The caller behind an Authorization header, holding every scope; else Denied (or Unavailable)."""
         token = self.token_from(authorization, base_url)
-        return self.decide(self.introspect(token), tuple(scopes), base_url)
+        return self.decide(self.check(token, base_url), tuple(scopes), base_url)
 
     # ------------------------------------------------------------------ describing the API (RFC 9728)
     def resource_for(self, base_url: str) -> str:
@@ -295,6 +341,11 @@ class Client:
 
 def _key(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def _is_jwt(token: str) -> bool:
+    """A compact JWS: '{"' in base64url, then three parts. authmd's opaque tokens (sk_…, at_…) never are."""
+    return token.startswith("eyJ") and token.count(".") == 2
 
 
 MISS = _MISS

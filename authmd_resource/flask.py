@@ -8,7 +8,8 @@
         return {"caller": current_identity().sub}
 
 Settings may also come from app.config: AUTHMD_ISSUER, AUTHMD_CLIENT_ID, AUTHMD_CLIENT_SECRET and,
-optionally, AUTHMD_RESOURCE, AUTHMD_INTROSPECTION_ENDPOINT, AUTHMD_SCOPES_SUPPORTED, AUTHMD_RESOURCE_NAME.
+optionally, AUTHMD_RESOURCE, AUTHMD_INTROSPECTION_ENDPOINT, AUTHMD_SCOPES_SUPPORTED, AUTHMD_RESOURCE_NAME,
+AUTHMD_JWKS_URI.
 The extension also serves the API's /.well-known/oauth-protected-resource, naming authmd.
 """
 import functools
@@ -19,7 +20,8 @@ from . import Client, Denied, Identity, Unavailable, check_scopes
 
 CONFIG = {"issuer": "AUTHMD_ISSUER", "client_id": "AUTHMD_CLIENT_ID", "client_secret": "AUTHMD_CLIENT_SECRET",
           "resource": "AUTHMD_RESOURCE", "introspection_endpoint": "AUTHMD_INTROSPECTION_ENDPOINT",
-          "scopes_supported": "AUTHMD_SCOPES_SUPPORTED", "resource_name": "AUTHMD_RESOURCE_NAME"}
+          "scopes_supported": "AUTHMD_SCOPES_SUPPORTED", "resource_name": "AUTHMD_RESOURCE_NAME",
+          "jwks_uri": "AUTHMD_JWKS_URI"}
 
 
 def current_identity() -> Identity | None:

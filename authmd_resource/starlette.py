@@ -8,8 +8,8 @@
 
 In plain Starlette, await the dependency in the endpoint: ``caller = await authmd.require("api.read")(request)``.
 Authmd(app) (or authmd.install(app)) serves /.well-known/oauth-protected-resource and turns a refusal into
-authmd's 401/403 answer. The introspection call is blocking (urllib), so it runs in the thread pool; a
-cached answer does not leave the event loop.
+authmd's 401/403 answer. The introspection call and a fetch of authmd's keys are blocking (urllib), so they
+run in the thread pool; a cached answer, and a JWT whose key is known, do not leave the event loop.
 """
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -51,9 +51,9 @@ class Authmd:
         async def dependency(request: Request) -> Identity:
             base = _base_url(request)
             token = client.token_from(request.headers.get("authorization"), base)
-            answer = client.cached(token)
+            answer = client.ready(token, base)
             if answer is MISS:
-                answer = await run_in_threadpool(client.introspect, token)
+                answer = await run_in_threadpool(client.check, token, base)
             identity = client.decide(answer, needed, base)
             request.state.authmd_identity = identity
             return identity

@@ -25,7 +25,8 @@ ISSUER = "http://localhost:8000"
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
 
 TARGETS = {"GET /api/resource": 0.85, "GET /.well-known/oauth-authorization-server": 0.9, "GET /auth.md": 0.9,
-           "POST /agent/auth anonymous": 0.5, "POST /agent/auth ID-JAG": 0.35}
+           "POST /agent/auth anonymous": 0.5, "POST /agent/auth ID-JAG": 0.35,
+           "POST /oauth2/introspect": 0.85, "GET /auth/forward": 0.85}
 
 
 def say(*args):
@@ -214,7 +215,8 @@ def main():
                     help="gunicorn workers (default: one per CPU; the load generator shares the machine)")
     ap.add_argument("--quick", action="store_true", help="small data (10k registrations, 100k events, 10k keys)")
     ap.add_argument("--only", default="",
-                    help="comma-separated subset of hot,discovery,authmd,anonymous,idjag,revoke (default: all); "
+                    help="comma-separated subset of hot,introspect,forward,discovery,authmd,anonymous,idjag,revoke "
+                         "(default: all); "
                          "targets not measured are reported as skipped")
     args = ap.parse_args()
     only = {name.strip() for name in args.only.split(",") if name.strip()}
@@ -249,6 +251,14 @@ def main():
         db.session.add(TrustedIssuer(issuer=provider.issuer, name="bench", enabled=True, created_at=utcnow()))
         db.session.commit()
 
+    # a resource server for the introspection rows (its secret, as the console or CLI shows it once)
+    import base64
+    from authmd import resource_servers
+    with app.app_context():
+        rs_row, rs_secret = resource_servers.add("Bench API", actor_id="bench")
+        db.session.commit()
+        basic = "Basic " + base64.b64encode(f"{rs_row.client_id}:{rs_secret}".encode()).decode()
+
     keys_small = os.path.join(work, "keys-small.txt")
     with open(keys_small, "w") as fh:
         fh.writelines(load.token(n) + "\n" for n in range(small))
@@ -258,6 +268,7 @@ def main():
     try:
         keys = {"GET /api/resource (1k credentials)": "hot", "GET /api/resource": "hot",
                 "GET /api/resource (first call in a minute: writes last_used_at)": "hot",
+                "POST /oauth2/introspect": "introspect", "GET /auth/forward": "forward",
                 "GET /.well-known/oauth-authorization-server": "discovery", "GET /auth.md": "authmd",
                 "POST /agent/auth anonymous": "anonymous", "POST /agent/auth ID-JAG": "idjag",
                 "POST /agent/auth/revoke": "revoke"}
@@ -306,6 +317,11 @@ def main():
         wrk(server.base, "/api/resource", "hot.lua", argparse.Namespace(**{**vars(args), "duration": 2}),
             {"BENCH_KEYS": keys_big})
         run("GET /api/resource", "/api/resource", "hot.lua", {"BENCH_KEYS": keys_big})
+        # the resource-server doors, with the same keys (1M credentials in the table): each is the hot path's
+        # lookup plus its own answer (introspection also checks the resource server's secret)
+        run("POST /oauth2/introspect", "/oauth2/introspect", "introspect.lua", {"BENCH_KEYS": keys_big,
+                                                                                "BENCH_BASIC": basic})
+        run("GET /auth/forward", "/auth/forward", "forward.lua", {"BENCH_KEYS": keys_big})
         if wanted("hot"):
             # agents that call less than once a minute: every call also writes last_used_at (no target;
             # the rows above preload a fresh last_used_at, so they measure the read-only check)

@@ -187,3 +187,18 @@ def test_over_real_http_through_gunicorn(app, gunicorn_server, schema):
     for _ in range(4):
         r = requests.get(server.url + "/auth/forward", headers=auth, timeout=10)
         assert r.status_code == 401 and r.json()["error"] == "invalid_token"
+
+
+def test_a_jwt_access_token_passes_in_the_latest_words_until_revoked(app, client):
+    from tests.fixtures.flows import set_settings
+    set_settings(app, access_token_format="jwt")
+    reg = client.post("/agent/identity", json={"type": "anonymous"}).get_json()
+    token = client.post("/oauth2/token", data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                                               "assertion": reg["identity"]["assertion"]}).get_json()["access_token"]
+    r = forward(client, token, "api.read")
+    assert r.status_code == 200 and r.headers["X-Authmd-Subject"] == "registration:" + reg["id"]
+    assert r.get_json() == {"sub": "registration:" + reg["id"], "scope": "api.read", "client_id": reg["id"],
+                            "registration_type": "anonymous", "protocol": "latest"}
+    assert client.post("/oauth2/revoke", data={"token": token}).status_code == 200
+    r = forward(client, token, "api.read")
+    assert r.status_code == 401 and r.get_json()["error"] == "invalid_token"

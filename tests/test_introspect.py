@@ -88,6 +88,75 @@ def test_an_id_jag_access_token_carries_its_expiry_and_the_agent(app, client, cl
     assert body["protocol"] == "v0.1" and body["token_type"] == "Bearer"
 
 
+# the latest protocol's access tokens: rows of credentials too, answered from the row
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+def _latest_token(app, client, reg_type, status, **form) -> tuple[str, dict]:
+    from authmd import assertions
+    reg_id = "reg_latest" + reg_type.replace("-", "")
+    with app.app_context():
+        now = credentials.utcnow()  # the app's clock
+        db.session.add(Registration(id=reg_id, type=reg_type, status=status, protocol="latest", created_at=now,
+                                    claimed_at=now - timedelta(seconds=5) if status == "claimed" else None,
+                                    claim_expires_at=now + timedelta(hours=24)))
+        db.session.commit()
+    with app.test_request_context():
+        assertion, _ = assertions.issue(reg_id)
+        db.session.commit()
+    r = client.post("/oauth2/token", data={"grant_type": JWT_BEARER, "assertion": assertion, **form})
+    assert r.status_code == 200, r.text
+    return reg_id, r.get_json()
+
+
+@pytest.mark.parametrize("reg_type, status, wire, scope", [("anonymous", "pending", "anonymous", "api.read"),
+                                                            ("service-auth", "claimed", "service_auth",
+                                                             "api.read api.write")])
+def test_a_latest_access_token_says_latest_in_its_own_words(app, client, clock, resource_server, reg_type, status,
+                                                            wire, scope):
+    clock.frozen = T0
+    reg_id, token = _latest_token(app, client, reg_type, status, resource=ISSUER + "/api")
+    body = introspect(client, resource_server, token["access_token"]).get_json()
+    assert body["protocol"] == "latest" and body["registration_type"] == wire
+    assert body["aud"] == ISSUER + "/api"  # the resource the token was asked for
+    assert body["scope"] == scope and body["client_id"] == reg_id and body["iat"] == epoch(T0)
+    assert body["exp"] == epoch(T0 + timedelta(hours=1))
+
+
+def test_a_latest_token_without_a_resource_names_the_configured_one(app, client, resource_server):
+    _, token = _latest_token(app, client, "anonymous", "pending")
+    assert introspect(client, resource_server, token["access_token"]).get_json()["aud"] == ISSUER + "/api/"
+
+
+def test_a_latest_provider_token_is_an_identity_assertion_with_the_agent(app, client, provider, resource_server):
+    import time
+    trust(app, provider)
+    r = client.post("/agent/identity", json={"type": "identity_assertion",
+                                             "assertion_type": "urn:ietf:params:oauth:token-type:id-jag",
+                                             "assertion": provider.id_jag(sub="p-7", auth_time=int(time.time()) - 9)})
+    assert r.status_code == 200, r.text
+    token = client.post("/oauth2/token", data={"grant_type": JWT_BEARER,
+                                               "assertion": r.get_json()["identity"]["assertion"]}).get_json()
+    body = introspect(client, resource_server, token["access_token"]).get_json()
+    assert (body["protocol"], body["registration_type"]) == ("latest", "identity_assertion")
+    assert (body["agent_iss"], body["agent_sub"]) == (provider.issuer, "p-7") and body["sub"].startswith("user:")
+
+
+def test_a_jwt_access_token_is_answered_as_its_claims_say_until_revoked(app, client, clock, resource_server):
+    from tests.fixtures.flows import set_settings
+    set_settings(app, access_token_format="jwt")
+    clock.frozen = T0
+    _, token = _latest_token(app, client, "anonymous", "pending")
+    jwt = token["access_token"]
+    payload = json.loads(base64.urlsafe_b64decode(jwt.split(".")[1] + "=="))
+    body = introspect(client, resource_server, jwt).get_json()
+    assert body.pop("active") is True and body.pop("token_type") == "Bearer"
+    assert body == {k: payload[k] for k in ("scope", "exp", "iat", "iss", "aud", "sub", "client_id",
+                                            "registration_type", "protocol")}
+    assert client.post("/oauth2/revoke", data={"token": jwt}).status_code == 200
+    assert_inactive(introspect(client, resource_server, jwt))
+
+
 def test_introspection_records_last_used_like_an_api_call(app, client, clock, resource_server):
     clock.frozen = T0
     reg = anonymous(client)

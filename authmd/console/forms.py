@@ -4,6 +4,7 @@ from urllib.parse import urlparse
 from flask_wtf import FlaskForm
 from wtforms import (BooleanField, EmailField, IntegerField, PasswordField,
                      StringField, TextAreaField, URLField)
+from wtforms import SelectField
 from wtforms.validators import DataRequired, EqualTo, Length, NumberRange, Optional, ValidationError
 
 from ..trust.issuers import DEFAULT_ALGORITHMS, SUPPORTED_ALGORITHMS
@@ -159,6 +160,24 @@ class SettingsForm(FlaskForm):
             "otp_max_failures_per_attempt", "otp_max_failures_per_registration", "existing_users_only") + LATEST_KEYS
 
     LIFETIMES = ("registration_ttl", "claim_link_ttl", "otp_ttl", "access_token_ttl") + LATEST_LIFETIMES
+
+    # --- the latest protocol's access token format (one block; its keys join KEYS and LIFETIMES here)
+    access_token_format = SelectField(
+        "Access token format (latest protocol)", default="opaque",
+        choices=[("opaque", "Opaque (at_…): every check asks authmd"),
+                 ("jwt", "JWT (RFC 9068, at+jwt): your APIs may verify it themselves")],
+        description="A JWT access token cannot be recalled before it expires: revoked here, it is refused at "
+                    "once by authmd's own API, introspection and forward auth, but an API that verifies it on "
+                    "its own (the authmd_resource helper does) keeps accepting it until its lifetime below "
+                    "ends. Keep that lifetime short.")
+    jwt_access_token_ttl = IntegerField(
+        "JWT access token lifetime (seconds)", default=300,
+        description="Allowed: between 60 (1 minute) and 3600 (1 hour); 300 (5 minutes) by default. Opaque "
+                    "tokens keep the access token lifetime above.",
+        validators=[DataRequired("Enter a number of seconds."),
+                    NumberRange(60, 3600, "Between 60 (1 minute) and 3600 (1 hour).")])
+    KEYS = KEYS + ("access_token_format", "jwt_access_token_ttl")
+    LIFETIMES = LIFETIMES + ("jwt_access_token_ttl",)
 
     def describe_lifetimes(self, current: dict) -> None:
         """Each lifetime's hint says the saved value in minutes, hours or days."""

@@ -3,11 +3,14 @@ require_credential (authmd's own API), token introspection and forward auth."""
 from flask import current_app
 
 from .. import credentials, tx
+from ..tokens import MAX_ACCESS_TOKEN_LENGTH
 from ..util import ProtocolError
 from .errors import json_error
 
-# every credential authmd issues is far shorter; a longer string is never one, and is not hashed or looked up
+# every opaque credential authmd issues is far shorter, a JWT access token (eyJ…) at most
+# MAX_ACCESS_TOKEN_LENGTH; a longer string is never one of ours, and is not hashed or looked up
 MAX_TOKEN_LENGTH = 200
+JWT_START = "eyJ"  # '{"' in base64url: how every JOSE header begins
 
 
 def from_header(environ) -> str | None:
@@ -25,8 +28,9 @@ def check(token: str):
     delegation None when absent); else ProtocolError 401 invalid_token, after the refused request's
     transaction was ended (tx.rollback writes what the refusal leaves behind: an unclaimed registration
     found past its deadline is marked expired). An accepted call records last_used_at (at most once a
-    minute), whichever door it came through."""
-    if len(token) > MAX_TOKEN_LENGTH:
+    minute), whichever door it came through. A JWT access token is checked by its row like any other
+    credential (its digest is the key): revoked at authmd, it is refused here at once."""
+    if len(token) > MAX_TOKEN_LENGTH and (len(token) > MAX_ACCESS_TOKEN_LENGTH or not token.startswith(JWT_START)):
         raise ProtocolError(401, "invalid_token", "The credential is not known.")
     try:
         return credentials.authenticate(token)

@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, unquote_plus
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from .. import resource_servers, tx
+from .. import resource_servers, tokens, tx
 from ..util import ProtocolError
 from . import bearer
 
@@ -28,12 +28,14 @@ def _epoch(dt) -> int:
 def subject(user, registration) -> str:
     """A stable id of who is behind a credential: `user:<id>` once a person owns it, else
     `registration:<registration id>` (an unclaimed anonymous registration). A claim moves a credential
-    from the second to the first."""
-    return f"user:{user.id}" if user is not None else f"registration:{registration.id}"
+    from the second to the first. A JWT access token carries the same `sub`."""
+    return tokens.subject(user.id if user is not None else None, registration.id)
 
 
 def describe(cred, reg, user, delegation) -> dict:
-    """The RFC 7662 answer for a live v0.1 credential (snapshots from bearer.check)."""
+    """The RFC 7662 answer for a live credential of either protocol (snapshots from bearer.check): the
+    protocol from the credential's row; for the latest protocol the registration type in its wire words
+    and the audience the token was asked for."""
     cfg = current_app.config
     out = {"active": True, "scope": " ".join(cred.scope_list), "token_type": "Bearer"}
     ends = [cred.expires_at]
@@ -42,24 +44,29 @@ def describe(cred, reg, user, delegation) -> dict:
     ends = [t for t in ends if t is not None]
     if ends:
         out["exp"] = _epoch(min(ends))
-    out.update({"iat": _epoch(cred.created_at), "iss": cfg["ISSUER"], "aud": cfg["RESOURCE"],
-                "sub": subject(user, reg), "client_id": reg.id, "registration_type": reg.type,
-                "protocol": "v0.1"})
+    latest = cred.protocol == "latest"
+    out.update({"iat": _epoch(cred.created_at), "iss": cfg["ISSUER"],
+                "aud": (cred.resource or cfg["RESOURCE"]) if latest else cfg["RESOURCE"],
+                "sub": subject(user, reg), "client_id": reg.id,
+                "registration_type": tokens.WIRE_TYPE.get(reg.type, reg.type) if latest else reg.type,
+                "protocol": cred.protocol})
     if delegation is not None:
         out["agent_iss"], out["agent_sub"] = delegation.iss, delegation.sub
     return out
 
 
-def _v01(token: str) -> dict | None:
+def _row(token: str) -> dict | None:
     try:
         return describe(*bearer.check(token))
     except ProtocolError:
         return None  # why is nobody's business but authmd's: revoked, expired, ended, disabled, unknown
 
 
-# Token families by prefix: each answers its own tokens (None: not live). The newer protocol's tokens
-# slot in here with their own answer ("protocol": "latest"); a string no family claims is never looked up.
-FAMILIES = {"sk_": _v01, "at_": _v01}
+# Token kinds by their first characters, each answered from its credentials row (None: not live): API keys,
+# opaque access tokens, and JWT access tokens ('{"' in base64url), which are rows keyed by the digest of the
+# whole token like the others, so a revoked one is inactive at once. A string no kind claims is never
+# looked up.
+FAMILIES = {"sk_": _row, "at_": _row, bearer.JWT_START: _row}
 
 
 def answer(token: str) -> dict | None:
