@@ -11,7 +11,7 @@ from flask import current_app
 from . import assertions, audit, idjag, latest_claims, scopes, settings, stepup, tokens, users
 from .trust import verify as trust
 from .extensions import db
-from .models import Registration, User
+from .models import WIRE_TYPES, Registration, User
 from .secrets import digest, new_id, new_token
 from .util import ProtocolError, iso, utcnow
 
@@ -34,11 +34,9 @@ def _new_pending(reg_type: str, *, email=None, ip=None, user_agent=None, now) ->
     db.session.add(reg)
     db.session.flush()
     audit.record("registration.created", "agent", registration_id=reg.id, registration_type=reg_type,
-                 type=_WIRE_TYPE[reg_type], protocol="latest", ip=ip, user_agent=user_agent)
+                 type=WIRE_TYPES[reg_type], protocol="latest", ip=ip, user_agent=user_agent)
     return reg, claim_token
 
-
-_WIRE_TYPE = {"anonymous": "anonymous", "service-auth": "service_auth", "agent-provider": "identity_assertion"}
 
 
 def _claim_block(reg: Registration, claim_token: str, attempt: dict | None = None) -> dict:

@@ -47,6 +47,10 @@ class Scope(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+# the latest protocol's wire `type` for each registration type (v0.1 answers with the type itself)
+WIRE_TYPES = {"anonymous": "anonymous", "service-auth": "service_auth", "agent-provider": "identity_assertion"}
+
+
 class Registration(db.Model):
     __tablename__ = "registrations"
     # the console lists registrations newest first with keyset pagination on (created_at, id), filtered by

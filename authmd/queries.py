@@ -9,8 +9,8 @@ from sqlalchemy import and_, or_
 
 from . import audit, revocation
 from .extensions import db
-from .models import (AuditEvent, ClaimAttempt, Credential, Delegation, OutboxMail, RefreshToken, Registration,
-                     TrustedIssuer, User)
+from .models import (WIRE_TYPES, AuditEvent, ClaimAttempt, Credential, Delegation, OutboxMail, RefreshToken,
+                     Registration, TrustedIssuer, User)
 from .util import utcnow
 
 PAGE = 50
@@ -19,7 +19,6 @@ FLOWS = CHART_FLOWS + ("service-auth",)  # service-auth: the latest protocol's r
 STATUSES = ("pending", "claimed", "active", "expired", "revoked")
 PROTOCOLS = ("v0.1", "latest")
 # how the latest protocol names each registration type on the wire (POST /agent/identity's `type`)
-WIRE_TYPES = {"anonymous": "anonymous", "service-auth": "service_auth", "agent-provider": "identity_assertion"}
 AUDIT_PROTOCOLS = PROTOCOLS + ("none",)  # none: the console's and the operators' own rows
 ACTOR_KINDS = ("agent", "provider", "user", "admin", "system")
 CHART_EVENTS = {"claim.confirmed": "Claims confirmed", "registration.revoked": "Revocations",

@@ -22,7 +22,7 @@ from sqlalchemy import update
 
 from . import audit, credentials, keys, settings, tx
 from .extensions import db
-from .models import Credential, Delegation, RefreshToken, Registration
+from .models import WIRE_TYPES, Credential, Delegation, RefreshToken, Registration, User
 from .secrets import digest, display_prefix, new_token
 from .util import ProtocolError, utcnow
 
@@ -32,7 +32,6 @@ JWT_PREFIX = "jwt_"  # the display prefix of a JWT's row (its jti's first charac
 # the longest access token authmd issues: a JWT carries its scopes and a provider's subject
 MAX_ACCESS_TOKEN_LENGTH = 4096
 # authmd's registration types in the latest protocol's words (what /agent/identity calls them)
-WIRE_TYPE = {"anonymous": "anonymous", "service-auth": "service_auth", "agent-provider": "identity_assertion"}
 _credentials = Credential.__table__
 _INSERT_ACCESS = _credentials.insert().returning(_credentials.c.id)
 
@@ -76,7 +75,7 @@ def _jwt_values(reg: Registration, scopes: list[str], resource, now: datetime) -
     jti = uuid.uuid4().hex
     claims = {"iss": cfg["ISSUER"], "sub": subject(reg.user_id, reg.id), "aud": resource or cfg["RESOURCE"],
               "client_id": reg.id, "iat": _epoch(now), "exp": _epoch(expires), "jti": jti,
-              "scope": " ".join(scopes), "registration_type": WIRE_TYPE.get(reg.type, reg.type),
+              "scope": " ".join(scopes), "registration_type": WIRE_TYPES.get(reg.type, reg.type),
               "protocol": "latest"}
     if reg.delegation_id is not None:
         delegation = db.session.get(Delegation, reg.delegation_id)
@@ -109,6 +108,14 @@ def issue_refresh(registration_id: str, user_id=None, *, family_id=None, now=Non
     return token, expires
 
 
+def _user_active(reg: Registration) -> bool:
+    """Whether the registration's person (if any) may act: a disabled account gets no new tokens (its
+    existing ones are refused at every door already)."""
+    if reg.user_id is None:
+        return True
+    return bool(db.session.execute(db.select(User.is_active).where(User.id == reg.user_id)).scalar())
+
+
 def _invalid() -> ProtocolError:
     return ProtocolError(400, "invalid_refresh_token",
                          "The refresh token is not valid (unknown, expired, revoked or already used); "
@@ -129,7 +136,7 @@ def rotate_refresh(token, *, now=None) -> tuple[Registration, str, "datetime"]:
     if row.expires_at <= now:
         raise _invalid()
     reg = db.session.get(Registration, row.registration_id)
-    if reg is None or reg.status in ("expired", "revoked"):
+    if reg is None or reg.status in ("expired", "revoked") or not _user_active(reg):
         raise _invalid()
     won = db.session.execute(
         update(RefreshToken).where(RefreshToken.id == row.id, RefreshToken.spent_at.is_(None),
@@ -171,15 +178,6 @@ def revoke_family(family_id: str, *, reason: str, now=None, actor_kind: str = "s
                  refresh_tokens_revoked=families, revoked_count=revoked,
                  **({"registration_revoked": bool(ended)} if reason == "reuse" else {}))
     return revoked
-
-
-def revoke_registration_refresh_tokens(registration_id: str, now=None) -> int:
-    """Revoke every refresh token of a registration (its revocation). Caller commits."""
-    now = now or utcnow()
-    return db.session.execute(
-        update(RefreshToken).where(RefreshToken.registration_id == registration_id,
-                                   RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=now).execution_options(synchronize_session=False)).rowcount or 0
 
 
 def revoke_token(token, *, now=None, ip=None, user_agent=None) -> bool:
@@ -225,6 +223,8 @@ def exchange(assertion, *, resource=None, ip=None, user_agent=None) -> dict:
         raise ProtocolError(400, "invalid_grant", "The registration has ended; register again.")
     if reg.type != "anonymous" and reg.status == "pending":
         raise ProtocolError(400, "invalid_grant", "The registration is waiting for its claim to complete.")
+    if not _user_active(reg):
+        raise ProtocolError(400, "invalid_grant", "The person behind this registration is disabled here.")
     if reg.claimed_at is not None and (claims.get(assertions.PRE_CLAIM) is True
                                        or assertions.issued_at(claims) < reg.claimed_at.replace(microsecond=0)):
         raise ProtocolError(400, "invalid_grant",

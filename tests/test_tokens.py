@@ -121,3 +121,23 @@ def test_the_holder_revokes_an_access_token_or_a_refresh_family(app, client):
     with app.app_context():
         assert db.session.execute(db.select(db.func.count()).select_from(AuditEvent)
                                   .where(AuditEvent.event == "token.revoked")).scalar() == 2
+
+
+def test_a_disabled_person_gets_no_new_tokens(app, client):
+    from authmd import assertions
+    from authmd.models import User
+    with app.app_context():
+        user = User(email="ada@example.com", email_verified=True, created_at=utcnow(), is_active=False)
+        db.session.add(user)
+        db.session.commit()
+        db.session.add(Registration(id="reg_disabled", type="service-auth", status="claimed", protocol="latest",
+                                    created_at=utcnow(), user_id=user.id))
+        db.session.commit()
+    refresh = _refresh(app, "reg_disabled")
+    assert _rotate(app, refresh).code == "invalid_refresh_token"
+    with app.test_request_context():
+        assertion, _ = assertions.issue("reg_disabled")
+        db.session.commit()
+    r = client.post("/oauth2/token", data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                                           "assertion": assertion})
+    assert r.status_code == 400 and r.get_json()["error"] == "invalid_grant" and "disabled" in r.get_json()["error_description"]

@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from .. import resource_servers, tokens, tx
+from ..models import WIRE_TYPES
 from ..util import ProtocolError
 from . import bearer
 
@@ -48,7 +49,7 @@ def describe(cred, reg, user, delegation) -> dict:
     out.update({"iat": _epoch(cred.created_at), "iss": cfg["ISSUER"],
                 "aud": (cred.resource or cfg["RESOURCE"]) if latest else cfg["RESOURCE"],
                 "sub": subject(user, reg), "client_id": reg.id,
-                "registration_type": tokens.WIRE_TYPE.get(reg.type, reg.type) if latest else reg.type,
+                "registration_type": WIRE_TYPES.get(reg.type, reg.type) if latest else reg.type,
                 "protocol": cred.protocol})
     if delegation is not None:
         out["agent_iss"], out["agent_sub"] = delegation.iss, delegation.sub
