@@ -14,10 +14,9 @@ from jinja2.sandbox import SandboxedEnvironment
 from . import audit, scopes, settings
 from .extensions import db
 from .models import AuthDocVersion, TrustedIssuer
+from . import wire
 from .util import ProtocolError, utcnow
 
-ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
-REVOKED_EVENT = "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked"
 DEFAULT_TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates", "authmd_default.md")
 
 # Every error code this service emits to agents: (code, status, where, what to do)
@@ -109,7 +108,7 @@ def authorization_server_metadata() -> dict:
     if f["anonymous"]:
         identity_types.append("anonymous")
         block["anonymous"] = {"credential_types_supported": ["api_key"]}
-    assertion_types = ([ID_JAG] if f["id_jag"] else []) + (["verified_email"] if f["verified_email"] else [])
+    assertion_types = ([wire.ID_JAG] if f["id_jag"] else []) + (["verified_email"] if f["verified_email"] else [])
     if assertion_types:
         identity_types.append("identity_assertion")
         block["identity_assertion"] = {"assertion_types_supported": assertion_types,
@@ -124,7 +123,7 @@ def authorization_server_metadata() -> dict:
                   "identity_endpoint": issuer + "/agent/identity", "claim_endpoint": issuer + "/agent/identity/claim",
                   "events_endpoint": issuer + "/agent/event/notify",
                   "identity_types_supported": identity_types, **block,
-                  "events_supported": [REVOKED_EVENT],
+                  "events_supported": [wire.REVOKED_EVENT],
                   "trusted_issuers": f["issuers"]}
     return {"issuer": issuer, "resource": cfg["RESOURCE"], "authorization_servers": [issuer],
             "scopes_supported": scopes.names(), "bearer_methods_supported": ["header"],
@@ -184,7 +183,7 @@ def context() -> dict:
         "refresh_token_ttl_days": round(int(s["refresh_token_ttl"]) / 86400, 1),
         "user_code_ttl_minutes": int(s["user_code_ttl"]) // 60,
         "max_age_minutes": int(s["id_jag_max_auth_age"]) // 60,
-        "id_jag_type": ID_JAG, "revoked_event": REVOKED_EVENT,
+        "id_jag_type": wire.ID_JAG, "revoked_event": wire.REVOKED_EVENT,
         # the live agent_auth block, so the document shows exactly what the metadata says
         "agent_auth_json": json.dumps(authorization_server_metadata()["agent_auth"], indent=2),
     }

@@ -6,6 +6,7 @@ import nh3
 from markdown_it import MarkdownIt
 
 from .. import authdoc
+from ..wire import ID_JAG
 from ..extensions import db
 from ..models import Scope
 
@@ -53,7 +54,7 @@ def drift(rendered: str) -> list[str]:
         warnings.append(f"The text names the scope {name}, which is not an enabled scope.")
     checks = [(flows["anonymous"], '"type": "anonymous"', "anonymous start"),
               (flows["verified_email"], '"verified_email"', "email-required (verified_email)"),
-              (flows["id_jag"], authdoc.ID_JAG, "ID-JAG")]
+              (flows["id_jag"], ID_JAG, "ID-JAG")]
     for on, needle, label in checks:
         if not on and needle in rendered:
             warnings.append(f"The text describes the {label} flow, which is switched off.")

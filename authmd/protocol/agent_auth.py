@@ -6,19 +6,11 @@ from .. import ratelimit as rl
 from ..extensions import db, limiter
 from ..users import normalize_email
 from ..util import ProtocolError, printable
-from .errors import json_body
+from ..wire import ID_JAG
+from .errors import TOKEN_MAX, json_body, no_store
 
 bp = Blueprint("agent_auth", __name__)
 
-ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
-TOKEN_MAX = 200
-
-
-def _no_store(payload: dict):
-    resp = jsonify(payload)
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["Pragma"] = "no-cache"
-    return resp
 
 
 def _ua() -> str | None:
@@ -50,7 +42,7 @@ def register():
         raise ProtocolError(400, "invalid_request", f"Unknown type {kind[:40]!r}.")
     db.session.commit()
     mail.deliver_queued()  # after the commit: no lock waits on the mail server (the email-required flow)
-    return _no_store(answer)
+    return no_store(answer)
 
 
 @bp.post("/agent/auth/claim")
@@ -75,7 +67,7 @@ def challenge():
     body = json_body({"claim_attempt_token": (TOKEN_MAX, True)})
     answer = claims.mint_code(body["claim_attempt_token"], ip=request.remote_addr, user_agent=_ua())
     db.session.commit()
-    return _no_store(answer)
+    return no_store(answer)
 
 
 @bp.post("/agent/auth/claim/complete")
@@ -86,4 +78,4 @@ def complete():
     body = json_body({"claim_token": (TOKEN_MAX, True), "otp": (32, True)})
     answer = claims.complete(body["claim_token"], body["otp"], ip=request.remote_addr, user_agent=_ua())
     db.session.commit()
-    return _no_store(answer)
+    return no_store(answer)

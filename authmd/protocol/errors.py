@@ -37,6 +37,28 @@ def wants_json() -> bool:
     return accept["application/json"] > accept["text/html"]
 
 
+TOKEN_MAX = 200  # every token authmd hands out is far shorter: a longer field is refused unread
+
+
+def no_store(payload: dict):
+    """A JSON answer that carries a secret (a credential, an assertion, a code): never cached."""
+    resp = jsonify(payload)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    return resp
+
+
+def oauth_error(status: int, code: str, description: str, headers: dict | None = None):
+    """RFC 6749 §5.2 {"error", "error_description"}, never cached (the OAuth endpoints' one error shape)."""
+    resp = jsonify({"error": code, "error_description": description})
+    resp.status_code = status
+    for key, value in (headers or {}).items():
+        resp.headers[key] = value
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Pragma"] = "no-cache"
+    return resp
+
+
 def json_error(status: int, code: str, message: str, headers: dict | None = None, extra: dict | None = None):
     resp = jsonify({"error": code, "message": message, **(extra or {})})
     resp.status_code = status

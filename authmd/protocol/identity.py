@@ -1,14 +1,15 @@
 """Latest agent endpoints room: POST /agent/identity, /agent/identity/claim, /agent/identity/claim/complete.
 Errors are {"error", "message"} JSON like v0.1's (the error handlers of protocol/errors.py); over a rate
 limit, 429 rate_limit_exceeded with retry_after (decision 10)."""
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, request
 from flask_limiter.errors import RateLimitExceeded
 
 from .. import identity, latest_claims, tx
 from .. import ratelimit as rl
 from ..extensions import limiter
 from ..util import ProtocolError, printable
-from .errors import json_body
+from ..wire import ID_JAG
+from .errors import TOKEN_MAX, json_body, no_store
 
 bp = Blueprint("agent_identity", __name__)
 
@@ -16,16 +17,6 @@ bp = Blueprint("agent_identity", __name__)
 @bp.errorhandler(RateLimitExceeded)
 def _rate_limited(exc):
     return rl.too_many("latest")
-
-ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
-TOKEN_MAX = 200
-
-
-def _no_store(payload: dict):
-    resp = jsonify(payload)
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["Pragma"] = "no-cache"
-    return resp
 
 
 def _who() -> dict:
@@ -59,7 +50,7 @@ def register():
         raise ProtocolError(400, "invalid_request",
                             "type must be anonymous, service_auth, identity_assertion or refresh.")
     tx.commit()
-    return _no_store(answer)
+    return no_store(answer)
 
 
 @bp.post("/agent/identity/claim")
@@ -73,7 +64,7 @@ def claim():
     hint = identity.login_hint(body["login_hint"], "invalid_request")
     answer = latest_claims.request(body["claim_token"], hint, **_who())
     tx.commit()
-    return _no_store(answer)
+    return no_store(answer)
 
 
 @bp.post("/agent/identity/claim/complete")
@@ -84,4 +75,4 @@ def complete():
     body = json_body({"claim_token": (TOKEN_MAX, True), "user_code": (32, True)})
     answer = identity.complete_claim(body["claim_token"], body["user_code"], **_who())
     tx.commit()
-    return _no_store(answer)
+    return no_store(answer)

@@ -14,6 +14,7 @@ from .. import resource_servers, tokens, tx
 from ..models import WIRE_TYPES
 from ..util import ProtocolError
 from . import bearer
+from .errors import oauth_error
 
 log = logging.getLogger("authmd")
 bp = Blueprint("introspect", __name__)
@@ -77,17 +78,6 @@ def answer(token: str) -> dict | None:
 
 
 # ------------------------------------------------------------------------------------------------ the endpoint
-def oauth_error(status: int, code: str, description: str, headers: dict | None = None) -> Response:
-    """RFC 6749 §5.2: {"error", "error_description"}."""
-    resp = Response(json.dumps({"error": code, "error_description": description}), status=status,
-                    mimetype="application/json")
-    for key, value in (headers or {}).items():
-        resp.headers[key] = value
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["Pragma"] = "no-cache"
-    return resp
-
-
 def _client_credentials() -> tuple[str, str]:
     """client_secret_basic (RFC 6749 §2.3.1): both parts form-urlencoded, then Base64."""
     header = request.environ.get("HTTP_AUTHORIZATION", "")

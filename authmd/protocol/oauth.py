@@ -4,13 +4,14 @@ Form-encoded bodies only; errors are RFC 6749 §5.2 objects {"error", "error_des
 says Cache-Control: no-store and Pragma: no-cache. Over a rate limit: 429 rate_limit_exceeded (see
 ratelimit.too_many: OAuth has no code for it).
 """
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, request
 from flask_limiter.errors import RateLimitExceeded
 
 from .. import ratelimit as rl
 from .. import tokens, tx
 from ..extensions import limiter
 from ..util import ProtocolError, printable
+from .errors import no_store, oauth_error
 
 bp = Blueprint("oauth", __name__)
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -21,20 +22,10 @@ class OAuthError(ProtocolError):
     """An RFC 6749 §5.2 error: answered as {"error", "error_description"}."""
 
 
-def _no_store(resp):
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["Pragma"] = "no-cache"
-    return resp
-
-
 @bp.errorhandler(ProtocolError)
 def _oauth_error(exc: ProtocolError):
     tx.rollback()
-    resp = jsonify({"error": exc.code, "error_description": exc.message})
-    resp.status_code = exc.status
-    for key, value in exc.headers.items():
-        resp.headers[key] = value
-    return _no_store(resp)
+    return oauth_error(exc.status, exc.code, exc.message, exc.headers)
 
 
 @bp.errorhandler(RateLimitExceeded)
@@ -81,7 +72,7 @@ def token():
         raise OAuthError(400, "invalid_target", f"resource must be {current_app.config['RESOURCE']}.")
     answer = tokens.exchange(params["assertion"], resource=resource, ip=request.remote_addr, user_agent=_ua())
     tx.commit()
-    return _no_store(jsonify(answer))
+    return no_store(answer)
 
 
 @bp.post("/oauth2/revoke")
@@ -93,5 +84,4 @@ def revoke():
         raise OAuthError(400, "unsupported_token_type", "token_type_hint must be access_token or refresh_token.")
     tokens.revoke_token(params["token"], ip=request.remote_addr, user_agent=_ua())
     tx.commit()
-    resp = current_app.response_class(status=200)
-    return _no_store(resp)
+    return current_app.response_class(status=200, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})

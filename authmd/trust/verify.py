@@ -15,6 +15,7 @@ from .. import audit, tx
 from ..models import SeenJti, TrustedIssuer
 from ..rawsql import Prepared, on_conflict_do_nothing
 from ..protocol.body import loads
+from ..wire import REVOKED_EVENT
 from ..util import ProtocolError, has_control, printable, utcnow
 from .issuers import SUPPORTED_ALGORITHMS, algorithms_of
 from .issuers import get as get_issuer
@@ -26,7 +27,6 @@ warnings.filterwarnings("ignore", message="EdDSA is deprecated", module="joserfc
 ID_JAG_TYP = "oauth-id-jag+jwt"
 LOGOUT_TYP = "logout+jwt"
 SET_TYP = "secevent+jwt"
-REVOKED_EVENT = "https://schemas.workos.com/events/agent/auth/identity/assertion/revoked"
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 KTY_FOR_ALG = {"ES": "EC", "RS": "RSA", "PS": "RSA", "Ed": "OKP"}
 MAX_TOKEN_CHARS = 16384
