@@ -160,7 +160,6 @@ class _Cache:
         self.secret = None         # the SECRET_KEY the private key was decrypted with
         self.public = {}           # kid -> (joserfc key, publish_until or None)
         self.signer = None         # (kid, private joserfc key)
-        self.jwks = None           # the published document
         self.kid_reload_at = 0.0   # monotonic time of the last re-read for an unknown kid
 
     def forget(self):
@@ -179,17 +178,14 @@ class _Cache:
                 return self
             now = utcnow()
             rows = list(db.session.execute(db.select(SigningKey).order_by(SigningKey.created_at.desc())).scalars())
-            public, signer, published = {}, None, []
+            public, signer = {}, None
             for row in rows:
                 if row.publish_until is not None and row.publish_until <= now:
                     continue
-                jwk = json.loads(row.public_jwk)
-                public[row.kid] = (ECKey.import_key(jwk), row.publish_until)
-                published.append(jwk)
+                public[row.kid] = (ECKey.import_key(json.loads(row.public_jwk)), row.publish_until)
                 if signer is None and row.retired_at is None:
                     signer = (row.kid, ECKey.import_key(_open(row.kid, row.private_key)))
             self.public, self.signer, self.loaded_at, self.secret = public, signer, time.monotonic(), secret
-            self.jwks = {"keys": published}
             return self
 
 
@@ -206,8 +202,13 @@ def forget() -> None:
 
 
 def jwks() -> dict:
-    """The published key set: every key a valid token can be signed with."""
-    return _cache().load().jwks
+    """The published key set: every key a valid token can be signed with, read from the table on every call
+    (public parts only, no decryption). Not from this worker's cache: a key made a moment ago by another
+    worker or node may already sign, and whoever verifies with this document must find it here."""
+    now = utcnow()
+    rows = db.session.execute(db.select(SigningKey.public_jwk, SigningKey.publish_until)
+                              .order_by(SigningKey.created_at.desc()))
+    return {"keys": [json.loads(jwk) for jwk, until in rows if until is None or until > now]}
 
 
 def sign(claims: dict, typ: str) -> str:

@@ -88,6 +88,22 @@ def test_rotation_keeps_old_tokens_valid_until_they_expire(app, clock, client, r
     assert err.value.code == "invalid_grant"
 
 
+def test_the_published_set_names_a_key_another_worker_made_a_moment_ago(app, client):
+    """This worker has read the key table (and keeps what it read for a minute); another worker or node then
+    adds a key, which may sign at once: the published document names it on the very next fetch."""
+    _reg_assertion(app)
+    first = [k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]]
+    other = ECKey.generate_key("P-256")
+    with app.app_context():  # what keys.create does on another worker, without touching this worker's cache
+        db.session.add(SigningKey(kid=other.thumbprint(), alg="ES256", private_key="sealed elsewhere",
+                                  public_jwk=json.dumps({**other.as_dict(private=False), "kid": other.thumbprint(),
+                                                         "alg": "ES256", "use": "sig"}),
+                                  created_at=__import__("authmd.util", fromlist=["utcnow"]).utcnow()))
+        db.session.commit()
+    kids = [k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]]
+    assert kids == [other.thumbprint()] + first
+
+
 @pytest.mark.parametrize("change, message", [
     ({"iss": "https://evil.example"}, "not issued by and for"),
     ({"aud": "https://evil.example"}, "not issued by and for"),

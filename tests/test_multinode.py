@@ -216,9 +216,18 @@ def test_latest_assertions_and_provider_events_cross_nodes(app, nodes, provider)
     from tests.fixtures.provider import REVOKED_EVENT, trust
     a, b, _ = nodes
     trust(app, provider)
-    # B's workers read the (empty) key table first, so the key A is about to make is one they have not seen
+    # B's workers read the (empty) key table first (an assertion under a kid nobody has), so the key A is about
+    # to make is one they have not seen; a worker re-reads for an unknown kid at most once a second
+    from joserfc import jwt as joserfc_jwt
+    from joserfc.jwk import ECKey
+    stranger = joserfc_jwt.encode({"alg": "ES256", "typ": "oauth-id-jag+jwt", "kid": "nobody"}, {"sub": "reg_x"},
+                                  ECKey.generate_key("P-256"), algorithms=["ES256"])
     for _ in range(4):
+        refused = requests.post(b + "/oauth2/token", data={"grant_type": JWT_BEARER, "assertion": stranger},
+                                timeout=TIMEOUT)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
         assert requests.get(b + "/.well-known/jwks.json", timeout=TIMEOUT).json() == {"keys": []}
+    time.sleep(1.1)
 
     # an assertion signed on A is exchanged on B (every worker), and its access token works on A
     reg = post(a + "/agent/identity", {"type": "anonymous"})
