@@ -1,20 +1,69 @@
-"""Raw-statement room: Core statements compiled once per dialect and run straight on the DBAPI connection
-of the session's transaction, so they commit or roll back with the rest of the request.
+"""Raw-statement room: Core statements compiled once per dialect and run on a cursor of the session's
+DBAPI connection, so they commit or roll back with the rest of the request.
 
-POST /agent/auth spent more time in SQLAlchemy's per-execution machinery (statement cache key, execution
-context, parameter processing, result object: ~0.1 ms a statement) than in the database (bench/README.md).
-What of that machinery matters is kept: Python-side scalar column defaults (a callable default is refused
-when the plan is made), the column types' bind and result processors (SQLite gets the same DateTime text
-and gives back DateTime and Boolean values), DBAPI errors raised as SQLAlchemy's (a lost connection is
-invalidated), and on SQLite the writer lock, which the connection's own cursor takes
-(authmd/sqlite_lock.py). What is skipped: the session's autoflush (use these where no ORM object is
-pending), ORM events (the configuration-cache invalidation in authdoc.py watches tables these statements
-do not write) and SQL echo. Values are bound by parameter name, as with session.execute; every name
-must be one of the statement's bind parameters (an INSERT or UPDATE sets the columns its parameters name).
+Why: POST /agent/auth spent more time in SQLAlchemy's per-execution machinery for a compiled statement
+(statement cache key, compiled-cache lookup, execution context, parameter processing, result object)
+than in the database. Measured with bench.micro, in-process, on SQLite (2026-12-02, best of 5×1000):
+
+    per request            these statements   connection.execute()   exec_driver_sql()
+    anonymous registration     561–619 µs          773 µs               739–768 µs
+    ID-JAG registration      1,110–1,158 µs       1,461 µs             1,392–1,394 µs
+
+about 24% saved on both, above the 10% a hand-tuned path must pay for itself here (bench/README.md).
+Only the registration paths, the user provisioning they call and the hot path's once-a-minute
+last_used_at touch use it; everything else uses the ORM or session.execute.
+
+Built on SQLAlchemy's public API only: the SQL text and the parameter order come from
+`SQLCompiler.construct_expanded_state()` (its `statement` and `positiontup`), each parameter's type from `SQLCompiler.binds`, its conversion
+from `TypeEngine.bind_processor()`, result conversion from `TypeEngine.result_processor()`; the
+Python-side scalar defaults from `Column.default` / `Column.onupdate` (a callable default is refused when
+the plan is made). Statements run on a cursor of the transaction's DBAPI connection
+(`Connection.connection.dbapi_connection`; on SQLite that cursor takes the writer lock,
+authmd/sqlite_lock.py); a DBAPI error is raised as the sqlalchemy.exc class of the same PEP 249 name,
+and a lost connection is invalidated (`Dialect.is_disconnect`, `Connection.invalidate`). What is
+skipped: the session's autoflush (use these where no ORM object is pending), engine events (SQL echo)
+and ORM events (nothing relies on them: configuration caches are invalidated by the domain functions
+that change the configuration, authdoc.config_changed). Values are bound by parameter name, as with
+session.execute; every name must be one of the statement's bind parameters (an INSERT or UPDATE sets
+the columns its parameters name).
 """
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Insert, Update
+from sqlalchemy import exc as sa_exc
 
 from .extensions import db
+
+
+def _as_sqlalchemy_error(sql, params, exc, invalidated: bool) -> sa_exc.DBAPIError:
+    """The DBAPI's exception as SQLAlchemy raises it: the sqlalchemy.exc class of the same PEP 249 name
+    (IntegrityError, OperationalError, ...), so callers catch the same classes whichever path ran."""
+    for klass in type(exc).__mro__:
+        cls = getattr(sa_exc, klass.__name__, None)
+        if isinstance(cls, type) and issubclass(cls, sa_exc.DBAPIError):
+            return cls(sql, params, exc, connection_invalidated=invalidated)
+    return sa_exc.DBAPIError(sql, params, exc, connection_invalidated=invalidated)
+
+
+class _Plan:
+    __slots__ = ("sql", "fixed", "order", "processors", "readers")
+
+    def __init__(self, sql, fixed, order, processors, readers):
+        self.sql, self.fixed, self.order, self.processors, self.readers = sql, fixed, order, processors, readers
+
+
+def _scalar_defaults(stmt, keys) -> dict:
+    """The Python-side defaults an INSERT (Column.default) or UPDATE (Column.onupdate) fills in for the
+    columns the caller does not set, as SQLAlchemy's own execution would."""
+    if not isinstance(stmt, (Insert, Update)):
+        return {}
+    out = {}
+    for column in stmt.table.columns:
+        default = column.default if isinstance(stmt, Insert) else column.onupdate
+        if default is None or column.key in keys:
+            continue
+        if not default.is_scalar:
+            raise NotImplementedError(f"Prepared: {column} has a default that is not a plain value")
+        out[column.key] = default.arg
+    return out
 
 
 class Prepared:
@@ -25,69 +74,61 @@ class Prepared:
         self._build = build
         self._plans: dict = {}
 
-    def _plan(self, dialect, keys: tuple):
+    def _plan(self, dialect, keys: tuple) -> _Plan:
         stmt = self._build(dialect.name) if callable(self._build) else self._build
-        compiled = stmt.compile(dialect=dialect, column_keys=list(keys))
-        defaults = {}
-        for column, default in ([(c, c.default) for c in compiled.insert_prefetch]
-                                + [(c, c.onupdate) for c in compiled.update_prefetch]):
-            if default is None or not default.is_scalar:
-                raise NotImplementedError(f"Prepared: {column} has a default that is not a plain value")
-            defaults[column.key] = default.arg
-        binds = {name: bind for bind, name in compiled.bind_names.items()}
-        unknown = set(keys) - binds.keys()
+        defaults = _scalar_defaults(stmt, keys)
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) + list(defaults))
+        state = compiled.construct_expanded_state(dict(defaults, **dict.fromkeys(keys)))
+        unknown = set(keys) - state.parameters.keys()
         if unknown:
             raise KeyError(f"Prepared: {sorted(unknown)} are not parameters of {stmt}")
-        fixed = compiled.construct_params(dict(defaults, **dict.fromkeys(keys)))
-        order = compiled.positiontup if dialect.positional else list(fixed)
-        binders = tuple((name, binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in order)
+        fixed = {name: value for name, value in state.parameters.items() if name not in keys}
+        order = tuple(state.positiontup) if dialect.positional else tuple(state.parameters)
+        processors = tuple(compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order)
         readers = tuple(column.type.dialect_impl(dialect).result_processor(dialect, None)
                         for column in stmt.exported_columns)
-        return str(compiled), fixed, binders, dialect.positional, readers
+        return _Plan(state.statement, fixed, order, processors, readers if any(readers) else None)
 
     def _bound(self, dialect, rows: list) -> tuple:
-        """(SQL, the DBAPI arguments of each row, the result readers) for a dialect."""
+        """(the plan, the DBAPI arguments of each row) for a dialect."""
         key = (dialect.name, tuple(rows[0]))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(dialect, key[1])
-        sql, fixed, binders, positional, readers = plan
         args = []
         for params in rows:
-            values = dict(fixed)
+            values = dict(plan.fixed)
             values.update(params)
-            if positional:
-                args.append([values[n] if bind is None else bind(values[n]) for n, bind in binders])
-            else:
-                args.append({n: values[n] if bind is None else bind(values[n]) for n, bind in binders})
-        return sql, args, readers
+            bound = [values[n] if proc is None else proc(values[n]) for n, proc in zip(plan.order, plan.processors)]
+            args.append(tuple(bound) if dialect.positional else dict(zip(plan.order, bound)))
+        return plan, args
 
     def _run(self, rows: list, fetch: str | None, many: bool = False, connection=None):
         if connection is None:
             connection = db.session.connection()  # begins the session's transaction if need be
         dialect = connection.dialect
-        sql, args, readers = self._bound(dialect, rows)
+        plan, args = self._bound(dialect, rows)
         raw = connection.connection.dbapi_connection
         cursor = raw.cursor()
         try:
             if many:
-                cursor.executemany(sql, args)
+                cursor.executemany(plan.sql, args)
                 fetched = []
             else:
-                cursor.execute(sql, args[0])
+                cursor.execute(plan.sql, args[0])
                 fetched = [cursor.fetchone()] if fetch == "one" else cursor.fetchall() if fetch == "all" else []
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, raw, cursor)
             if lost:
                 connection.invalidate(exc)
-            raise DBAPIError.instance(sql, args[0] if args else None, exc, dialect.loaded_dbapi.Error,
-                                      connection_invalidated=lost, dialect=dialect) from exc
+            raise _as_sqlalchemy_error(plan.sql, args[0], exc, lost) from exc
         finally:
             cursor.close()
-        if any(read is not None for read in readers):
-            fetched = [None if row is None else tuple(v if read is None else read(v) for v, read in zip(row, readers))
-                       for row in fetched]
-        return fetched
+        readers = plan.readers
+        if readers is None:
+            return fetched
+        return [None if row is None else tuple(v if read is None else read(v) for v, read in zip(row, readers))
+                for row in fetched]
 
     # connection: db.session.connection(), when a caller runs several statements (it saves asking the
     # session for it each time); by default the session's is asked for.
@@ -106,8 +147,8 @@ class Prepared:
     def execute_on(self, dialect, cursor, params: dict) -> None:
         """Run on a DBAPI cursor of the caller's own connection, outside the session (the hot path's held
         connection): its transaction, if any, is the caller's, and errors are the DBAPI's own."""
-        sql, args, _ = self._bound(dialect, [params])
-        cursor.execute(sql, args[0])
+        plan, args = self._bound(dialect, [params])
+        cursor.execute(plan.sql, args[0])
 
     def execute_many(self, rows: list[dict], connection=None) -> None:
         """The statement once per row (executemany); every row has the same parameter names."""

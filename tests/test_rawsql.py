@@ -65,3 +65,23 @@ def test_prepared_statements_fill_defaults_write_in_the_session_transaction_and_
         assert db.session.execute(mine).scalar() == 1
         with pytest.raises(KeyError):
             insert.first({"email": "r@example.com", "no_such_column": 1})
+
+
+def test_a_statement_whose_default_is_computed_is_refused_when_planned(app):
+    """Only plain-value defaults are filled in (a callable one would run per row in SQLAlchemy's execution,
+    which this path skips): such a statement is refused, not run without its default."""
+    table = db.Table("raw_callable_default", db.MetaData(), db.Column("id", db.Integer, primary_key=True),
+                     db.Column("stamp", db.String, default=lambda: "computed"))
+    with app.app_context():
+        with pytest.raises(NotImplementedError, match="not a plain value"):
+            Prepared(table.insert()).execute({"id": 1})
+
+
+def test_a_database_error_is_raised_as_sqlalchemy_raises_it_and_the_transaction_goes_on_clean(app):
+    from sqlalchemy.exc import DBAPIError, ProgrammingError, OperationalError
+    with app.app_context():
+        with pytest.raises((ProgrammingError, OperationalError)) as err:
+            Prepared(db.select(db.literal_column("no_such_column")).select_from(Scope.__table__)).all()
+        assert isinstance(err.value, DBAPIError) and err.value.statement and err.value.orig is not None
+        db.session.rollback()
+        assert db.session.execute(db.select(db.func.count()).select_from(Scope.__table__)).scalar() >= 0
