@@ -330,7 +330,8 @@ _NOW = db.bindparam("now", type_=_credentials.c.revoked_at.type)
 _OF_SUBJECT = (_delegations.c.iss == db.bindparam("subject_iss"), _delegations.c.sub == db.bindparam("subject_sub"))
 _REVOKE_DELEGATIONS = Prepared(_delegations.update().where(*_OF_SUBJECT).values(revoked_at=_NOW)
                                .returning(_delegations.c.registration_id, _delegations.c.user_id,
-                                          _delegations.c.agent_platform, _delegations.c.agent_context_id))
+                                          _delegations.c.agent_platform, _delegations.c.agent_context_id,
+                                          _delegations.c.id))
 _STAMPED = (*_OF_SUBJECT, _delegations.c.revoked_at == _NOW)
 # credentials.revoke_where as one statement: only live credentials, and RETURNING says how many (the DBAPI
 # cursor's rowcount is not passed back by rawsql)
@@ -338,14 +339,16 @@ _REVOKE_CREDENTIALS = Prepared(_credentials.update()
                                .where(_credentials.c.delegation_id.in_(db.select(_delegations.c.id).where(*_STAMPED)),
                                       credentials.live(_NOW))
                                .values(revoked_at=_NOW).returning(_credentials.c.id))
+# The registrations are ended one delegation at a time, by key (the ids step 2 returned): a subquery
+# (`id IN (SELECT … delegations …) AND status = 'active'`) led SQLite's planner, which has no statistics,
+# to walk every active registration through the status index (6.6 ms a revocation with 10k registrations)
 _END_REGISTRATIONS = Prepared(_registrations.update()
-                              .where(_registrations.c.id.in_(db.select(_delegations.c.registration_id)
-                                                             .where(*_STAMPED)),
+                              .where(_registrations.c.id == db.bindparam("stamped_registration"),
                                      _registrations.c.status == "active")
                               .values(status="revoked", ended_at=_NOW))
 # the latest protocol's registrations point at their delegation (one per delegation, and a pending step-up)
 _END_LATEST = Prepared(_registrations.update()
-                       .where(_registrations.c.delegation_id.in_(db.select(_delegations.c.id).where(*_STAMPED)),
+                       .where(_registrations.c.delegation_id == db.bindparam("stamped_delegation"),
                               _registrations.c.protocol == "latest",
                               # (no IN list: rawsql.Prepared binds plain parameters only)
                               db.or_(_registrations.c.status == "active", _registrations.c.status == "pending",
@@ -386,15 +389,16 @@ def _revoke(token, *, kind, ip, user_agent) -> dict:
     revoked, latest = 0, []
     if delegations:
         revoked = len(_REVOKE_CREDENTIALS.all(subject, conn))
-        _END_REGISTRATIONS.execute(subject, conn)
-        latest = _END_LATEST.all(subject, conn)
+        _END_REGISTRATIONS.execute_many([{"stamped_registration": row[0], "now": now} for row in delegations], conn)
+        latest = [ended for row in delegations
+                  for ended in _END_LATEST.all({"stamped_delegation": row[4], "now": now}, conn)]
         _REVOKE_REFRESH.execute(subject, conn)
     protocol = "latest" if kind == "set" else "v0.1"
     who = dict(actor_id=iss, iss=iss, sub=sub, ip=ip, user_agent=user_agent, protocol=protocol,
                reason="security_event" if kind == "set" else "logout_token")
     rows = [audit.values("registration.revoked", "provider", registration_id=reg_id, user_id=user_id,
                          agent_platform=platform, agent_context_id=context, revoked_count=revoked, **who)
-            for reg_id, user_id, platform, context in delegations]
+            for reg_id, user_id, platform, context, _ in delegations]
     rows += [audit.values("registration.revoked", "provider", registration_id=reg_id, user_id=user_id,
                           revoked_count=revoked, **who) for reg_id, user_id in latest]
     audit.insert(rows or [audit.values("registration.revoked", "provider", revoked_count=0, **who)], conn)

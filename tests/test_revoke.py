@@ -423,3 +423,40 @@ def test_refused_logout_tokens_are_limited_per_ip_and_accepted_ones_do_not_count
     other = client.post("/agent/auth/revoke", data="x.y.z", content_type="application/logout+jwt",
                         environ_base={"REMOTE_ADDR": "10.0.20.2"})
     assert other.status_code == 400
+
+
+def test_a_revocations_statements_find_their_rows_by_key_not_by_walking_a_table(app, client, provider,
+                                                                                register_id_jag):
+    """Revoking a subject costs the same with ten registrations or a million: every statement the revocation
+    runs reaches its rows through the subject's key (delegations by (iss, sub), then ids). SQLite's planner has
+    no statistics, and a subquery once led it through every active registration by the status index."""
+    import sqlite3
+    if not app.config["DATABASE_URL"].startswith("sqlite"):
+        pytest.skip("the plans are SQLite's (EXPLAIN QUERY PLAN); PostgreSQL plans with statistics")
+    trust(app, provider)
+    _register(client, register_id_jag, provider)
+    statements = []
+    with app.app_context():
+        from sqlalchemy import event
+        engine = db.engine
+
+        def trace(dbapi_conn, _record):
+            dbapi_conn.set_trace_callback(statements.append)
+        event.listen(engine, "connect", trace)
+        engine.dispose()
+        try:
+            assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
+        finally:
+            event.remove(engine, "connect", trace)
+            engine.dispose()
+        path = engine.url.database
+    writes = [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
+    assert len(writes) >= 4, statements
+    conn = sqlite3.connect(path)
+    try:
+        for sql in writes:
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)]
+            assert all(step.startswith(("SEARCH", "LIST SUBQUERY")) for step in plan), (sql, plan)
+            assert not any("ix_registrations_status_created" in step for step in plan), (sql, plan)
+    finally:
+        conn.close()
