@@ -161,31 +161,12 @@ def test_the_credential_check_is_one_query(app, client):
     The lookup runs on a raw DBAPI connection (no SQLAlchemy events), so the statements are traced
     by the driver itself: sqlite3's trace callback sees every statement the database runs.
     """
-    import pytest
-    from sqlalchemy import event
-
-    from authmd import credentials
-    if not app.config["DATABASE_URL"].startswith("sqlite"):
-        pytest.skip("statement tracing uses sqlite3's trace callback; the code path is the same on PostgreSQL")
+    from tests.fixtures.tracing import sqlite_statements
     reg = register(client)
     auth = {"Authorization": "Bearer " + reg["credential"]}
     client.get("/api/resource", headers=auth)  # the last_used write happens here
-    statements = []
-    with app.app_context():
-        engine = db.engine
-
-        def trace(dbapi_conn, _record):
-            dbapi_conn.set_trace_callback(statements.append)
-
-        event.listen(engine, "connect", trace)
-        credentials._held.drop()
-        engine.dispose()  # every connection from now on is a traced one
-        try:
-            assert client.get("/api/resource", headers=auth).status_code == 200
-        finally:
-            event.remove(engine, "connect", trace)
-            credentials._held.drop()
-            engine.dispose()
+    with sqlite_statements(app) as statements:
+        assert client.get("/api/resource", headers=auth).status_code == 200
     work = [s for s in statements if not s.lstrip().upper().startswith("PRAGMA")]
     selects = [s for s in work if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) == 1 and "credentials.digest" in selects[0], work

@@ -11,12 +11,9 @@ import sqlite3
 import time
 
 import pytest
-from sqlalchemy import event
-
-from authmd import credentials
-from authmd.extensions import db
 from tests.fixtures.provider import REVOKED_EVENT, trust
 from tests.fixtures.resource import add_resource_server
+from tests.fixtures.tracing import sqlite_path, sqlite_statements
 from tests.test_identity import _authorize, _user
 
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
@@ -28,23 +25,9 @@ GROWING = {"registrations", "credentials", "delegations", "users", "audit_events
 
 @pytest.fixture
 def traced(app):
-    if not app.config["DATABASE_URL"].startswith("sqlite"):
-        pytest.skip("the plans checked are SQLite's (EXPLAIN QUERY PLAN); PostgreSQL plans with statistics")
-    statements = []
-    with app.app_context():
-        engine = db.engine
-
-        def trace(dbapi_conn, _record):
-            dbapi_conn.set_trace_callback(statements.append)
-        event.listen(engine, "connect", trace)
-        credentials._held.drop()
-        engine.dispose()  # every connection from now on is a traced one
-        path = engine.url.database
-    yield statements
-    with app.app_context():
-        event.remove(engine, "connect", trace)
-        credentials._held.drop()
-        engine.dispose()
+    with sqlite_statements(app) as statements:
+        yield statements
+    path = sqlite_path(app)
     conn = sqlite3.connect(path)
     try:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

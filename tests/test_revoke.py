@@ -431,25 +431,13 @@ def test_a_revocations_statements_find_their_rows_by_key_not_by_walking_a_table(
     runs reaches its rows through the subject's key (delegations by (iss, sub), then ids). SQLite's planner has
     no statistics, and a subquery once led it through every active registration by the status index."""
     import sqlite3
-    if not app.config["DATABASE_URL"].startswith("sqlite"):
-        pytest.skip("the plans are SQLite's (EXPLAIN QUERY PLAN); PostgreSQL plans with statistics")
+
+    from tests.fixtures.tracing import sqlite_path, sqlite_statements
     trust(app, provider)
     _register(client, register_id_jag, provider)
-    statements = []
-    with app.app_context():
-        from sqlalchemy import event
-        engine = db.engine
-
-        def trace(dbapi_conn, _record):
-            dbapi_conn.set_trace_callback(statements.append)
-        event.listen(engine, "connect", trace)
-        engine.dispose()
-        try:
-            assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
-        finally:
-            event.remove(engine, "connect", trace)
-            engine.dispose()
-        path = engine.url.database
+    with sqlite_statements(app) as statements:
+        assert _revoke(client, provider.logout_token("user-123")).json == {"revoked": 1}
+    path = sqlite_path(app)
     writes = [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
     assert len(writes) >= 4, statements
     conn = sqlite3.connect(path)
