@@ -66,7 +66,7 @@ ERRORS = [
     ("invalid_claim", 400, "POST /agent/identity/claim/complete", "Use the claim token from your registration."),
     ("claim_not_confirmed", 409, "POST /agent/identity/claim/complete", "The person has not pressed Authorize yet; wait for them, then retry."),
     ("invalid_user_code", 401, "POST /agent/identity/claim/complete", "Ask the person to read the code again."),
-    ("user_code_expired", 410, "POST /agent/identity/claim/complete", "Ask the person to press Authorize again for a fresh code."),
+    ("user_code_expired", 410, "POST /agent/identity/claim/complete", "Start a new claim request (POST /agent/identity/claim); the person confirms again."),
     ("too_many_attempts", 429, "POST /agent/identity/claim/complete", "Too many wrong codes; start a new claim request."),
     ("invalid_grant", 400, "POST /oauth2/token", "The assertion is not valid (expired, revoked, superseded or unclaimed); get a fresh one from /agent/identity."),
     ("invalid_refresh_token", 400, "POST /agent/identity (refresh)", "The refresh token is unknown, expired, used or revoked; register again."),

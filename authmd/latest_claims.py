@@ -236,7 +236,8 @@ def complete(claim_token, user_code, *, ip=None, user_agent=None) -> dict:
     if not isinstance(user_code, str) or not USER_CODE.fullmatch(user_code):
         raise ProtocolError(400, "invalid_request", "user_code must be the six digits the claim page shows.")
     if attempt.otp_expires_at <= now:
-        raise ProtocolError(410, "user_code_expired", "The code has expired; the person can press Authorize again.")
+        raise ProtocolError(410, "user_code_expired", "The code has expired: start a new claim request at the "
+                                                      "claim endpoint, and the person confirms again.")
     if attempt.otp_failed_count >= MAX_FAILURES_PER_ATTEMPT:
         raise ProtocolError(429, "too_many_attempts", "Too many wrong codes: start a new claim request.")
     if not hmac.compare_digest(code_digest(user_code), attempt.otp_digest):

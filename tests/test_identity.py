@@ -238,3 +238,28 @@ def test_the_silent_link_can_be_restored_by_the_admin(app, client, provider):
     r = client.post("/agent/auth", json={"type": "identity_assertion", "assertion_type": ID_JAG,
                                          "assertion": provider.id_jag(), "requested_credential_type": "api_key"})
     assert r.status_code == 200 and _api(client, r.get_json()["credential"]).get_json()["user"]["id"] == owner
+
+
+def test_a_code_past_its_lifetime_is_user_code_expired_and_a_new_claim_request_gives_one_that_works(app, client,
+                                                                                                    clock):
+    """user_code_ttl (600 s) runs from Authorize: the code read back later is refused (410, nothing bound, no
+    wrong-code count); as the protocol says, the agent starts a new claim request and the person confirms again."""
+    reg = client.post("/agent/identity", json={"type": "anonymous"}).get_json()
+    claim = {"type": "service_auth", "claim_token": reg["claim"]["token"], "login_hint": "ada@example.com"}
+    start = client.post("/agent/identity/claim", json=claim).get_json()
+    user_id = _user(app)
+    code = _authorize(app, start["attempt"]["verification_uri"], user_id)["user_code"]
+    clock.advance(seconds=601)
+    late = client.post("/agent/identity/claim/complete", json={"claim_token": reg["claim"]["token"], "user_code": code})
+    assert late.status_code == 410 and late.get_json()["error"] == "user_code_expired", late.text
+    assert "new claim request" in late.get_json()["message"]
+    with app.app_context():
+        row = db.session.get(Registration, reg["id"])
+        assert (row.status, row.user_id, row.failed_otp_count) == ("pending", None, 0)
+    again = client.post("/agent/identity/claim", json=claim)
+    assert again.status_code == 200, again.text
+    fresh = _authorize(app, again.get_json()["attempt"]["verification_uri"], user_id)["user_code"]
+    stale = client.post("/agent/identity/claim/complete", json={"claim_token": reg["claim"]["token"], "user_code": code})
+    assert stale.status_code == 401 and stale.get_json()["error"] == "invalid_user_code"
+    ok = client.post("/agent/identity/claim/complete", json={"claim_token": reg["claim"]["token"], "user_code": fresh})
+    assert ok.status_code == 200 and ok.get_json()["status"] == "claimed", ok.text
