@@ -1,4 +1,5 @@
--- shared by idjag.lua and revoke.lua: each request takes a never-used token (fresh jti) from $BENCH_TOKENS;
+-- shared by idjag.lua, revoke.lua, sparse.lua, refresh.lua and notify.lua: each request takes a never-used
+-- token (fresh jti, unspent refresh token, unused key) from $BENCH_TOKENS;
 -- thread t of T takes tokens t, t+T, t+2T, ... so no two threads send the same one
 local counter = 0
 function setup(thread)
