@@ -25,10 +25,12 @@ def _ts(dt: datetime) -> int:
 
 
 def issue(registration_id: str, *, email=None, email_verified=None, amr=None, pre_claim=False, now=None,
-          ip=None, user_agent=None) -> tuple[str, datetime]:
+          ip=None, user_agent=None, audit_rows: list | None = None) -> tuple[str, datetime]:
     """(assertion, expires_at) for a registration, audited as assertion.issued. Caller commits.
     pre_claim: issued before the registration's claim; such an assertion is superseded by the claim (a
-    private claim says so, because a claim may complete within the second the assertion was issued in)."""
+    private claim says so, because a claim may complete within the second the assertion was issued in).
+    audit_rows: a list the audit row's values are appended to, for a caller that writes its rows in one
+    burst (audit.insert); by default the row is added to the session."""
     now = (now or utcnow()).replace(microsecond=0)
     expires = now + timedelta(seconds=int(settings.get("assertion_ttl")))
     issuer = current_app.config["ISSUER"]
@@ -42,8 +44,12 @@ def issue(registration_id: str, *, email=None, email_verified=None, amr=None, pr
     if pre_claim:
         claims[PRE_CLAIM] = True
     token = keys.sign(claims, TYP)
-    audit.record("assertion.issued", "agent", registration_id=registration_id, protocol="latest",
-                 expires_at=expires.isoformat(), ip=ip, user_agent=user_agent)
+    event = dict(registration_id=registration_id, protocol="latest", expires_at=expires.isoformat(), ip=ip,
+                 user_agent=user_agent)
+    if audit_rows is None:
+        audit.record("assertion.issued", "agent", **event)
+    else:
+        audit_rows.append(audit.values("assertion.issued", "agent", now=now, **event))
     return token, expires
 
 

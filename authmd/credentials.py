@@ -48,6 +48,10 @@ def new_values(registration_id: str, cred_type: str, scopes: list[str], *, user_
                 delegation_id=delegation_id, created_at=now, expires_at=expires), token
 
 
+# A credential row, written through rawsql (the registration paths): its id comes back by RETURNING.
+INSERT = Prepared(Credential.__table__.insert().returning(Credential.__table__.c.id))
+
+
 class Snapshot:
     """A read-only view of one table's columns in the hot path's row (attribute names as on the model).
 

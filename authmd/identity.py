@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 
-from . import assertions, audit, idjag, latest_claims, scopes, settings, stepup, tokens, users
+from . import assertions, audit, idjag, latest_claims, registration, scopes, settings, stepup, tokens, users
 from .trust import verify as trust
 from .extensions import db
 from .models import WIRE_TYPES, Registration, User
@@ -39,8 +39,8 @@ def _new_pending(reg_type: str, *, email=None, ip=None, user_agent=None, now) ->
 
 
 
-def _claim_block(reg: Registration, claim_token: str, attempt: dict | None = None) -> dict:
-    block = {"token": claim_token, "expires_at": iso(reg.claim_expires_at), "url": latest_claims.claim_url()}
+def _claim_block(claim_token: str, expires_at, attempt: dict | None = None) -> dict:
+    block = {"token": claim_token, "expires_at": iso(expires_at), "url": latest_claims.claim_url()}
     if attempt is not None:
         block["attempt"] = attempt
     return block
@@ -57,14 +57,29 @@ def login_hint(value, code: str) -> str:
 # ---------------------------------------------------------------- the four registration types
 
 def register_anonymous(*, ip=None, user_agent=None) -> dict:
-    if not settings.get("anonymous_enabled"):
+    # As v0.1's anonymous registration (authmd/registration.py): every statement through rawsql in the
+    # session's one transaction, the values built (and the assertion signed) first, then written in one
+    # short burst (on SQLite the writer lock is held from the first INSERT to the commit).
+    conn = db.session.connection()
+    cfg = settings.all_settings(conn)
+    if not cfg["anonymous_enabled"]:
         raise ProtocolError(400, "anonymous_registration_disabled", "Anonymous registration is switched off here.")
     now = utcnow()
-    pre, post = scopes.pre_and_post_claim()
-    reg, claim_token = _new_pending("anonymous", ip=ip, user_agent=user_agent, now=now)
-    assertion, expires = assertions.issue(reg.id, pre_claim=True, now=now, ip=ip, user_agent=user_agent)
-    return {"id": reg.id, "type": "anonymous", "identity": _identity(assertion, expires),
-            "scopes": {"pre_claim": pre, "post_claim": post}, "claim": _claim_block(reg, claim_token)}
+    pre, post = scopes.pre_and_post_claim(conn)
+    reg_id, claim_token = new_id("reg_"), new_token("clm_", 32)
+    claim_expires = now + timedelta(seconds=int(cfg["registration_ttl"]))
+    rows = [audit.values("registration.created", "agent", registration_id=reg_id, registration_type="anonymous",
+                         type=WIRE_TYPES["anonymous"], protocol="latest", now=now, ip=ip, user_agent=user_agent)]
+    assertion, expires = assertions.issue(reg_id, pre_claim=True, now=now, ip=ip, user_agent=user_agent,
+                                          audit_rows=rows)
+    registration.INSERT.execute(dict(id=reg_id, type="anonymous", status="pending", protocol="latest", email=None,
+                                     claim_token_digest=digest(claim_token), claim_expires_at=claim_expires,
+                                     created_at=now, ip=ip, user_agent=(user_agent or None) and user_agent[:300]),
+                                conn)
+    audit.insert(rows, conn)
+    return {"id": reg_id, "type": "anonymous", "identity": _identity(assertion, expires),
+            "scopes": {"pre_claim": pre, "post_claim": post},
+            "claim": _claim_block(claim_token, claim_expires)}
 
 
 def register_service_auth(hint, *, ip=None, user_agent=None) -> dict:
@@ -76,7 +91,7 @@ def register_service_auth(hint, *, ip=None, user_agent=None) -> dict:
     reg, claim_token = _new_pending("service-auth", email=email, ip=ip, user_agent=user_agent, now=now)
     attempt = latest_claims.start_attempt(reg, email, ip=ip, user_agent=user_agent, now=now)
     return {"id": reg.id, "type": "service_auth", "scopes": {"post_claim": scopes.post_claim()},
-            "claim": _claim_block(reg, claim_token, attempt)}
+            "claim": _claim_block(claim_token, reg.claim_expires_at, attempt)}
 
 
 def refresh(refresh_token, *, ip=None, user_agent=None) -> dict:

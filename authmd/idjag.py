@@ -4,7 +4,7 @@ from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import audit, credentials, scopes, settings, users
+from . import audit, credentials, registration, scopes, settings, users
 from .extensions import db
 from .models import Credential, Delegation, RefreshToken, Registration, TrustedIssuer
 from .secrets import new_id
@@ -124,10 +124,8 @@ _DELEGATION = Prepared(db.select(*_DELEGATION_COLUMNS).select_from(_DELEGATION_F
 # The writes (an UPDATE sets the columns its parameters name; "delegation_id" / "registration_id" pick the row)
 _INSERT_DELEGATION = Prepared(lambda dialect: on_conflict_do_nothing(dialect, _delegations, _delegations.c.id))
 _UPDATE_DELEGATION = Prepared(_delegations.update().where(_delegations.c.id == db.bindparam("delegation_id")))
-_INSERT_REGISTRATION = Prepared(_registrations.insert())
 _UPDATE_REGISTRATION = Prepared(_registrations.update()
                                 .where(_registrations.c.id == db.bindparam("registration_id")))
-_INSERT_CREDENTIAL = Prepared(Credential.__table__.insert().returning(Credential.__table__.c.id))
 # Everything the writes depend on, in one SELECT over a one-row table, each part an indexed lookup: that
 # delegation (outer-joined, so absent = NULLs), then the first two rules of the user resolution order.
 _ONE = db.select(db.literal_column("1").label("one")).subquery("one")
@@ -253,13 +251,13 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
     if platform:
         reg_values["agent_platform"] = platform
     if created:
-        _INSERT_REGISTRATION.execute(dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
+        registration.INSERT.execute(dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
                                           delegation_id=delegation_id, iss=iss))
     else:  # one registration per delegation; a revoked one comes back to life on a fresh ID-JAG
         _UPDATE_REGISTRATION.execute(dict(reg_values, registration_id=reg_id))
     cred, secret = credentials.new_values(reg_id, wanted, granted, user_id=user_id,
                                           delegation_id=delegation_id, now=now)
-    cred_id = _INSERT_CREDENTIAL.first(cred)[0]
+    cred_id = credentials.INSERT.first(cred)[0]
     who = {"iss": iss, "sub": sub, "agent_platform": platform, "agent_context_id": context}
     audit.insert([
         audit.values("registration.created", "agent", registration_id=reg_id, user_id=user_id, ip=ip,

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 from . import audit, claims, credentials, scopes, settings, users
 from .extensions import db
-from .models import Credential, Registration
+from .models import Registration
 from .rawsql import Prepared
 from .secrets import digest, new_id, new_token
 from .util import ProtocolError, iso, utcnow
@@ -24,8 +24,8 @@ def _new_registration(reg_type: str, *, ip=None, user_agent=None, email=None,
     return reg, claim_token
 
 
-_INSERT_REGISTRATION = Prepared(Registration.__table__.insert())
-_INSERT_CREDENTIAL = Prepared(Credential.__table__.insert().returning(Credential.__table__.c.id))
+# A registration row, written through rawsql by every registration path of both protocols.
+INSERT = Prepared(Registration.__table__.insert())
 
 
 def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -> dict:
@@ -52,8 +52,8 @@ def register_anonymous(requested_credential_type, *, ip=None, user_agent=None) -
     created = audit.values("registration.created", "agent", registration_id=reg_id,
                            registration_type="anonymous", scopes=pre, now=now, ip=ip, user_agent=user_agent,
                            protocol="v0.1")
-    _INSERT_REGISTRATION.execute(reg, conn)
-    cred_id = _INSERT_CREDENTIAL.first(cred, conn)[0]
+    INSERT.execute(reg, conn)
+    cred_id = credentials.INSERT.first(cred, conn)[0]
     issued = audit.values("credential.issued", "agent", registration_id=reg_id, credential_id=cred_id,
                           credential_prefix=cred["prefix"], credential_type="api_key", scopes=pre, now=now,
                           ip=ip, user_agent=user_agent, protocol="v0.1")

@@ -15,6 +15,7 @@ that verifies it locally accepts it until exp, which is why its lifetime (jwt_ac
 """
 import calendar
 import uuid
+from collections import namedtuple
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -22,6 +23,7 @@ from sqlalchemy import update
 
 from . import audit, credentials, keys, settings, tx
 from .extensions import db
+from .rawsql import Prepared
 from .models import WIRE_TYPES, Credential, Delegation, RefreshToken, Registration, User
 from .secrets import digest, display_prefix, new_token
 from .util import ProtocolError, utcnow
@@ -32,8 +34,15 @@ JWT_PREFIX = "jwt_"  # the display prefix of a JWT's row (its jti's first charac
 # the longest access token authmd issues: a JWT carries its scopes and a provider's subject
 MAX_ACCESS_TOKEN_LENGTH = 4096
 # authmd's registration types in the latest protocol's words (what /agent/identity calls them)
-_credentials = Credential.__table__
-_INSERT_ACCESS = _credentials.insert().returning(_credentials.c.id)
+_registrations, _users = Registration.__table__, User.__table__
+# What an exchange needs of the registration and its person, in one indexed read (rawsql: the exchange
+# runs on every token request, and SQLAlchemy's per-statement work cost more than the database's).
+_EXCHANGE_FIELDS = ("id", "protocol", "status", "type", "claim_expires_at", "claimed_at", "user_id",
+                    "delegation_id", "iss")
+_EXCHANGE_READ = Prepared(db.select(*(_registrations.c[name] for name in _EXCHANGE_FIELDS), _users.c.is_active)
+                          .select_from(_registrations.outerjoin(_users, _users.c.id == _registrations.c.user_id))
+                          .where(_registrations.c.id == db.bindparam("registration_id")))
+_ExchangeRow = namedtuple("_ExchangeRow", _EXCHANGE_FIELDS + ("user_active",))
 
 
 def subject(user_id, registration_id: str) -> str:
@@ -42,9 +51,10 @@ def subject(user_id, registration_id: str) -> str:
     return f"user:{user_id}" if user_id is not None else f"registration:{registration_id}"
 
 
-def issue_access(registration: Registration, scopes: list[str], *, resource=None, now=None,
-                 ip=None, user_agent=None) -> dict:
-    """A fresh access token for a latest registration: the token response's fields. Caller commits."""
+def issue_access(registration, scopes: list[str], *, resource=None, now=None, ip=None, user_agent=None) -> dict:
+    """A fresh access token for a latest registration (a Registration, or any row with its id, user_id,
+    delegation_id, type, status and claim_expires_at): the token response's fields. Its row and audit row
+    are written through rawsql, at once (no ORM object they depend on may be pending). Caller commits."""
     now = now or utcnow()
     jwt = settings.get("access_token_format") == "jwt"
     if jwt:
@@ -55,16 +65,17 @@ def issue_access(registration: Registration, scopes: list[str], *, resource=None
                                                user_id=registration.user_id,
                                                delegation_id=registration.delegation_id, now=now)
     values.update(protocol="latest", resource=resource)
-    cred_id = db.session.execute(_INSERT_ACCESS, values).scalar_one()
-    audit.record("token.issued", "agent", registration_id=registration.id, user_id=registration.user_id,
-                 protocol="latest", credential_id=cred_id, credential_prefix=values["prefix"],
-                 scope=" ".join(scopes), resource=resource, format="jwt" if jwt else "opaque",
-                 ip=ip, user_agent=user_agent)
+    conn = db.session.connection()
+    cred_id = credentials.INSERT.first(values, conn)[0]
+    audit.insert([audit.values("token.issued", "agent", registration_id=registration.id,
+                               user_id=registration.user_id, protocol="latest", credential_id=cred_id,
+                               credential_prefix=values["prefix"], scope=" ".join(scopes), resource=resource,
+                               format="jwt" if jwt else "opaque", now=now, ip=ip, user_agent=user_agent)], conn)
     return {"access_token": token, "token_type": "Bearer",
             "expires_in": int((values["expires_at"] - now).total_seconds()), "scope": " ".join(scopes)}
 
 
-def _jwt_values(reg: Registration, scopes: list[str], resource, now: datetime) -> tuple[dict, str]:
+def _jwt_values(reg, scopes: list[str], resource, now: datetime) -> tuple[dict, str]:
     """An RFC 9068 access token and its row's values. It ends at jwt_access_token_ttl, or at an unclaimed
     registration's claim deadline when that comes first (an API checking it locally cannot know the
     deadline; introspection answers the same exp)."""
@@ -211,7 +222,10 @@ def exchange(assertion, *, resource=None, ip=None, user_agent=None) -> dict:
     unclaimed registration; an assertion issued before the registration's claim. Caller commits."""
     from . import assertions, scopes
     claims = assertions.check(assertion)
-    reg = db.session.get(Registration, claims["sub"])
+    conn = db.session.connection()
+    settings.all_settings(conn)  # read once, through rawsql, for the rest of the request
+    found = _EXCHANGE_READ.first({"registration_id": claims["sub"]}, conn)
+    reg = None if found is None else _ExchangeRow(*found)
     if reg is None or reg.protocol != "latest":
         raise ProtocolError(400, "invalid_grant", "The assertion names no registration here.")
     now = utcnow()
@@ -223,7 +237,7 @@ def exchange(assertion, *, resource=None, ip=None, user_agent=None) -> dict:
         raise ProtocolError(400, "invalid_grant", "The registration has ended; register again.")
     if reg.type != "anonymous" and reg.status == "pending":
         raise ProtocolError(400, "invalid_grant", "The registration is waiting for its claim to complete.")
-    if not _user_active(reg):
+    if reg.user_id is not None and not reg.user_active:
         raise ProtocolError(400, "invalid_grant", "The person behind this registration is disabled here.")
     if reg.claimed_at is not None and (claims.get(assertions.PRE_CLAIM) is True
                                        or assertions.issued_at(claims) < reg.claimed_at.replace(microsecond=0)):
@@ -231,10 +245,9 @@ def exchange(assertion, *, resource=None, ip=None, user_agent=None) -> dict:
                             "This assertion was issued before the claim: use the one the claim returned.")
     if reg.type == "agent-provider":
         granted = _provider_scopes(reg)
-    elif reg.status == "pending":
-        granted = scopes.pre_claim()
     else:
-        granted = scopes.post_claim()
+        pre, post = scopes.pre_and_post_claim(conn)
+        granted = pre if reg.status == "pending" else post
     return issue_access(reg, granted, resource=resource, now=now, ip=ip, user_agent=user_agent)
 
 
