@@ -11,7 +11,7 @@ from flask import current_app
 from . import assertions, audit, idjag, latest_claims, registration, scopes, settings, stepup, tokens, users
 from .trust import verify as trust
 from .extensions import db
-from .models import WIRE_TYPES, Registration, User
+from .models import WIRE_TYPES, Registration
 from .secrets import digest, new_id, new_token
 from .util import ProtocolError, iso, utcnow
 
@@ -96,12 +96,12 @@ def register_service_auth(hint, *, ip=None, user_agent=None) -> dict:
 
 def refresh(refresh_token, *, ip=None, user_agent=None) -> dict:
     reg, new, expires = tokens.rotate_refresh(refresh_token)
-    user = db.session.get(User, reg.user_id) if reg.user_id is not None else None
-    assertion, assertion_expires = assertions.issue(
-        reg.id, email=user.email if user else None, email_verified=user.email_verified if user else None,
-        ip=ip, user_agent=user_agent)
-    audit.record("assertion.refreshed", "agent", registration_id=reg.id, user_id=reg.user_id, protocol="latest",
-                 ip=ip, user_agent=user_agent)
+    rows = []
+    assertion, assertion_expires = assertions.issue(reg.id, email=reg.email, email_verified=reg.email_verified,
+                                                    ip=ip, user_agent=user_agent, audit_rows=rows)
+    rows.append(audit.values("assertion.refreshed", "agent", registration_id=reg.id, user_id=reg.user_id,
+                             protocol="latest", ip=ip, user_agent=user_agent))
+    audit.insert(rows)
     return {"id": reg.id, "type": "refresh", "identity": _identity(assertion, assertion_expires, (new, expires))}
 
 

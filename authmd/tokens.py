@@ -108,14 +108,35 @@ def revoke_access_tokens(registration_id: str, now=None) -> int:
                                     Credential.protocol == "latest", now=now)
 
 
+_refresh = RefreshToken.__table__
+_INSERT_REFRESH = Prepared(_refresh.insert())
+# A refresh request's reads in one indexed statement: the token (by digest), its registration and the person.
+_REFRESH_READ = Prepared(db.select(_refresh.c.id, _refresh.c.family_id, _refresh.c.user_id, _refresh.c.expires_at,
+                                   _refresh.c.spent_at, _refresh.c.revoked_at, _registrations.c.id,
+                                   _registrations.c.status, _registrations.c.user_id, _users.c.is_active,
+                                   _users.c.email, _users.c.email_verified)
+                         .select_from(_refresh.join(_registrations, _registrations.c.id == _refresh.c.registration_id)
+                                      .outerjoin(_users, _users.c.id == _registrations.c.user_id))
+                         .where(_refresh.c.digest == db.bindparam("token_digest")))
+# Spending is a conditional UPDATE: of two concurrent uses exactly one gets its row back (RETURNING).
+_SPEND = Prepared(_refresh.update().where(_refresh.c.id == db.bindparam("token_id"), _refresh.c.spent_at.is_(None),
+                                          _refresh.c.revoked_at.is_(None))
+                  .values(spent_at=db.bindparam("now", type_=_refresh.c.spent_at.type)).returning(_refresh.c.id))
+# Who a rotation was for: what /agent/identity's refresh answer and its new assertion need.
+Refreshed = namedtuple("Refreshed", ("id", "user_id", "email", "email_verified"))
+
+
 def issue_refresh(registration_id: str, user_id=None, *, family_id=None, now=None) -> tuple[str, "datetime"]:
-    """A new refresh token (a new family unless family_id is given): (token, expires_at). Caller commits."""
+    """A new refresh token (a new family unless family_id is given): (token, expires_at). Written through
+    rawsql at once (pending ORM changes are flushed first: the row points at its registration and person).
+    Caller commits."""
     now = now or utcnow()
     token = new_token(REFRESH_PREFIX, 32)
     expires = now + timedelta(seconds=int(settings.get("refresh_token_ttl")))
-    db.session.add(RefreshToken(digest=digest(token), prefix=display_prefix(token),
-                                family_id=family_id or "rtf_" + uuid.uuid4().hex, registration_id=registration_id,
-                                user_id=user_id, created_at=now, expires_at=expires))
+    db.session.flush()
+    _INSERT_REFRESH.execute(dict(digest=digest(token), prefix=display_prefix(token),
+                                 family_id=family_id or "rtf_" + uuid.uuid4().hex, registration_id=registration_id,
+                                 user_id=user_id, created_at=now, expires_at=expires))
     return token, expires
 
 
@@ -133,34 +154,34 @@ def _invalid() -> ProtocolError:
                          "register again.")
 
 
-def rotate_refresh(token, *, now=None) -> tuple[Registration, str, "datetime"]:
-    """Spend a refresh token and hand out the next one of its family: (registration, new token, its expiry).
-    Raises 400 invalid_refresh_token; a spent token used again revokes its family (see the module)."""
+def rotate_refresh(token, *, now=None) -> tuple[Refreshed, str, "datetime"]:
+    """Spend a refresh token and hand out the next one of its family: (who it was for, new token, its
+    expiry). Raises 400 invalid_refresh_token; a spent token used again revokes its family (see the module).
+    Every statement through rawsql (a refresh is an agent's routine call), in the session's transaction."""
     now = now or utcnow()
     if not isinstance(token, str) or not token.startswith(REFRESH_PREFIX) or len(token) > 200:
         raise _invalid()
-    row = db.session.execute(db.select(RefreshToken).where(RefreshToken.digest == digest(token))).scalar()
-    if row is None or row.revoked_at is not None:
+    conn = db.session.connection()
+    settings.all_settings(conn)  # read once, through rawsql, for the rest of the request
+    found = _REFRESH_READ.first({"token_digest": digest(token)}, conn)
+    if found is None:
         raise _invalid()
-    if row.spent_at is not None:
-        _reused(row, now)
-    if row.expires_at <= now:
+    (token_id, family_id, token_user, expires_at, spent_at, revoked_at,
+     reg_id, status, user_id, active, email, email_verified) = found
+    if revoked_at is not None:
         raise _invalid()
-    reg = db.session.get(Registration, row.registration_id)
-    if reg is None or reg.status in ("expired", "revoked") or not _user_active(reg):
+    if spent_at is not None:
+        _reused(family_id, now)
+    if expires_at <= now or status in ("expired", "revoked") or (user_id is not None and not active):
         raise _invalid()
-    won = db.session.execute(
-        update(RefreshToken).where(RefreshToken.id == row.id, RefreshToken.spent_at.is_(None),
-                                   RefreshToken.revoked_at.is_(None))
-        .values(spent_at=now).execution_options(synchronize_session=False)).rowcount
-    if not won:  # a concurrent use of the same token won: this one is the second use
-        _reused(row, now)
-    new, expires = issue_refresh(reg.id, row.user_id, family_id=row.family_id, now=now)
-    return reg, new, expires
+    if _SPEND.first({"token_id": token_id, "now": now}, conn) is None:
+        _reused(family_id, now)  # a concurrent use of the same token won: this one is the second use
+    new, expires = issue_refresh(reg_id, token_user, family_id=family_id, now=now)
+    return Refreshed(reg_id, user_id, email, email_verified), new, expires
 
 
-def _reused(row: RefreshToken, now) -> None:
-    tx.keep_on_error(revoke_family, row.family_id, reason="reuse", now=now)
+def _reused(family_id: str, now) -> None:
+    tx.keep_on_error(revoke_family, family_id, reason="reuse", now=now)
     raise _invalid()
 
 
