@@ -34,7 +34,7 @@ ERRORS = [
     ("missing_verified_email", 400, "POST /agent/auth", "The provider must assert a verified email or phone."),
     ("insufficient_user_authentication", 400, "POST /agent/auth", "The user must sign in to the provider with the required method (e.g. MFA)."),
     ("invalid_client_id", 400, "POST /agent/auth", "This client is not allowed by the issuer's policy here."),
-    ("user_not_provisioned", 400, "POST /agent/auth", "Only existing users may register agents here."),
+    ("user_not_provisioned", 400, "POST /agent/auth, /agent/identity (service_auth), /agent/identity/claim", "Only existing users may register agents here: name a person who has an account."),
     ("invalid_claim_token", 401, "/agent/auth/claim, /agent/auth/claim/complete", "Use the claim_token from your registration."),
     ("claimed_or_in_flight", 409, "POST /agent/auth/claim", "Nothing to claim: it is claimed or has its own email flow."),
     ("claim_denied", 403, "POST /agent/auth/claim", "That address refused the claim; ask your user for the right one."),

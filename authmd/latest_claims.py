@@ -14,7 +14,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import update
 
-from . import agent_text, audit, scopes, settings
+from . import agent_text, audit, scopes, settings, users
 from .extensions import db
 from .models import ClaimAttempt, Registration, TrustedIssuer, User
 from .secrets import digest, new_id, new_otp, new_token
@@ -42,8 +42,11 @@ def code_digest(code: str) -> str:
 
 def start_attempt(reg: Registration, login_hint: str, *, protocol: str = "latest", ip=None, user_agent=None,
                   now=None) -> dict:
-    """A new attempt for a registration (earlier ones die): the answer's `attempt` block. Caller commits."""
+    """A new attempt for a registration (earlier ones die): the answer's `attempt` block. Caller commits.
+    With "existing users only", an address that names nobody is refused here (400 user_not_provisioned),
+    before anything is written: the person could never sign in to confirm it."""
     now = now or utcnow()
+    users.require_resolvable(login_hint)
     db.session.execute(update(ClaimAttempt).where(ClaimAttempt.registration_id == reg.id,
                                                   ClaimAttempt.status == "initiated")
                        .values(status="superseded").execution_options(synchronize_session=False))

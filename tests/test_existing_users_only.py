@@ -139,3 +139,24 @@ def test_the_settings_page_says_what_the_setting_does(admin_client):
     html = admin_client.get("/console/settings").get_data(as_text=True)
     assert "Existing users only: never create a user" in html
     assert "user_not_provisioned" in html
+
+
+def test_the_latest_protocol_asks_no_one_who_could_never_sign_in(app, client, smtp):
+    """The current protocol's two ways to name a person (a service_auth registration, a claim request for an
+    anonymous one) are refused like v0.1's before anything is written; an existing person is asked as usual."""
+    reg = client.post("/agent/identity", json={"type": "anonymous"}).get_json()
+    set_settings(app, existing_users_only=True)
+    before = count_rows(app)
+    for path, body in (("/agent/identity", {"type": "service_auth", "login_hint": "stranger@example.com"}),
+                       ("/agent/identity/claim", {"type": "service_auth", "claim_token": reg["claim"]["token"],
+                                                  "login_hint": "Stranger@Example.com"})):
+        r = client.post(path, json=body)
+        assert r.status_code == 400 and r.get_json()["error"] == "user_not_provisioned", (path, r.get_data(as_text=True))
+        assert count_rows(app) == before
+    add_user(app, "member@example.com")
+    for path, body in (("/agent/identity", {"type": "service_auth", "login_hint": "member@example.com"}),
+                       ("/agent/identity/claim", {"type": "service_auth", "claim_token": reg["claim"]["token"],
+                                                  "login_hint": "member@example.com"})):
+        r = client.post(path, json=body)
+        assert r.status_code == 200 and "verification_uri" in str(r.get_json()), (path, r.get_data(as_text=True))
+    assert emails(app) == ["member@example.com"]
