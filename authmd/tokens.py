@@ -23,8 +23,8 @@ from sqlalchemy import update
 
 from . import audit, credentials, keys, settings, tx
 from .extensions import db
-from .rawsql import Prepared
 from .models import WIRE_TYPES, Credential, Delegation, RefreshToken, Registration, User
+from .rawsql import Prepared
 from .secrets import digest, display_prefix, new_token
 from .util import ProtocolError, utcnow
 
@@ -33,7 +33,6 @@ JWT_TYP = "at+jwt"
 JWT_PREFIX = "jwt_"  # the display prefix of a JWT's row (its jti's first characters): a JWT has no prefix of its own
 # the longest access token authmd issues: a JWT carries its scopes and a provider's subject
 MAX_ACCESS_TOKEN_LENGTH = 4096
-# authmd's registration types in the latest protocol's words (what /agent/identity calls them)
 _registrations, _users = Registration.__table__, User.__table__
 # What an exchange needs of the registration and its person, in one indexed read (rawsql: the exchange
 # runs on every token request, and SQLAlchemy's per-statement work cost more than the database's).
@@ -138,14 +137,6 @@ def issue_refresh(registration_id: str, user_id=None, *, family_id=None, now=Non
                                  family_id=family_id or "rtf_" + uuid.uuid4().hex, registration_id=registration_id,
                                  user_id=user_id, created_at=now, expires_at=expires))
     return token, expires
-
-
-def _user_active(reg: Registration) -> bool:
-    """Whether the registration's person (if any) may act: a disabled account gets no new tokens (its
-    existing ones are refused at every door already)."""
-    if reg.user_id is None:
-        return True
-    return bool(db.session.execute(db.select(User.is_active).where(User.id == reg.user_id)).scalar())
 
 
 def _invalid() -> ProtocolError:
