@@ -295,3 +295,22 @@ def test_every_agent_facing_answer_has_one_json_style(make_app, client):
             assert one_style(r.get_data(as_text=True)), (r.request.path, r.get_data(as_text=True)[:200])
         assert list(answers[-3].get_json()) == ["error", "message"]
         assert list(answers[4].get_json())[0] == "issuer"
+
+
+def test_the_latest_protocols_and_the_resource_servers_answers_are_compact_too(client, resource_server):
+    """The same style where a view writes its JSON itself (introspection, forward auth, the JWKS) and on the
+    latest protocol's endpoints (a trailing newline aside: jsonify adds one, a hand-written body need not)."""
+    reg = client.post("/agent/identity", json={"type": "anonymous"})
+    token = client.post("/oauth2/token", data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                                               "assertion": reg.get_json()["identity"]["assertion"]})
+    at = token.get_json()["access_token"]
+    answers = [reg, token,
+               client.post("/oauth2/token", data={"grant_type": "password"}),
+               client.post("/oauth2/introspect", data={"token": at}, headers=resource_server.basic),
+               client.post("/oauth2/introspect", data={"token": "at_unknown"}, headers=resource_server.basic),
+               client.get("/auth/forward", headers={"Authorization": "Bearer " + at}),
+               client.get("/.well-known/jwks.json")]
+    for r in answers:
+        text = r.get_data(as_text=True)
+        assert r.mimetype == "application/json", r.request.path
+        assert text.rstrip("\n") == json.dumps(json.loads(text), separators=(",", ":")), (r.request.path, text[:200])

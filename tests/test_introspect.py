@@ -17,7 +17,7 @@ from tests.fixtures.resource import add_resource_server
 
 ISSUER = "http://localhost:8000"
 T0 = datetime(2026, 5, 20, 12, 0, 0)
-INACTIVE = b'{"active": false}'
+INACTIVE = b'{"active":false}'
 
 
 def epoch(dt) -> int:

@@ -127,7 +127,7 @@ def test_authmds_own_checks_refuse_a_jwt_the_moment_it_is_revoked(app, client, j
     r = api(client, token)
     assert r.status_code == 401 and r.get_json()["error"] == "invalid_token"
     assert client.get("/auth/forward", headers=forward).status_code == 401
-    assert client.post("/oauth2/introspect", data={"token": token}, headers=rs.basic).get_data() == b'{"active": false}'
+    assert client.post("/oauth2/introspect", data={"token": token}, headers=rs.basic).get_data() == b'{"active":false}'
 
 
 def test_a_jwt_is_refused_at_authmd_after_its_exp(app, client, clock, jwt_on):

@@ -70,8 +70,8 @@ def forward():
         return bearer.insufficient(" ".join(needed))
     claims = describe(*snapshots)
     resp = Response(json.dumps({k: claims[k] for k in ("sub", "scope", "client_id", "registration_type",
-                                                       "protocol", "agent_iss", "agent_sub") if k in claims}),
-                    mimetype="application/json")
+                                                       "protocol", "agent_iss", "agent_sub") if k in claims},
+                               separators=(",", ":")), mimetype="application/json")
     for key, name in HEADERS.items():
         # the agent headers go out empty when there is no delegation: a proxy that copies a header the
         # answer lacks may pass the client's own value, or a placeholder (Caddy before 2.9), upstream

@@ -19,7 +19,7 @@ from .errors import oauth_error
 log = logging.getLogger("authmd")
 bp = Blueprint("introspect", __name__)
 PATH = "/oauth2/introspect"
-INACTIVE = b'{"active": false}'
+INACTIVE = b'{"active":false}'
 MAX_FIELDS = 20
 
 
@@ -127,7 +127,8 @@ def introspect():
     body = answer(_token())
     if resource_servers.touch(caller):
         tx.commit()
-    resp = Response(json.dumps(body) if body is not None else INACTIVE, mimetype="application/json")
+    resp = Response(json.dumps(body, separators=(",", ":")) if body is not None else INACTIVE,
+                    mimetype="application/json")  # compact, as every answer (protocol/errors.register)
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["Pragma"] = "no-cache"
     return resp
