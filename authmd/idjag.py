@@ -252,7 +252,7 @@ def _register(assertion, wanted, *, ip, user_agent) -> dict:
         reg_values["agent_platform"] = platform
     if created:
         registration.INSERT.execute(dict(reg_values, id=reg_id, type="agent-provider", created_at=now,
-                                          delegation_id=delegation_id, iss=iss))
+                                         delegation_id=delegation_id, iss=iss))
     else:  # one registration per delegation; a revoked one comes back to life on a fresh ID-JAG
         _UPDATE_REGISTRATION.execute(dict(reg_values, registration_id=reg_id))
     cred, secret = credentials.new_values(reg_id, wanted, granted, user_id=user_id,
