@@ -55,6 +55,26 @@ def show_code(attempt_id):
     return _home(code=answer, code_for=attempt_id)
 
 
+def _deny_page(attempt, about: dict, *, deny, done: str, consequence: str, action: str):
+    """"This wasn't me" for a claim waiting for the signed-in person (either protocol): a confirmation page,
+    then `deny()` (the domain call) on POST."""
+    form = ButtonForm()
+    if request.method == "POST" and form.validate_on_submit():
+        try:
+            deny()
+            tx.commit()
+            flash(done, "success")
+        except ProtocolError as exc:
+            tx.rollback()
+            flash(exc.message, "error")
+        return redirect(url_for("portal.home"))
+    said = f"“{about['reported']}” (self-reported, not verified)" if about["reported"] else "(it gave no name)"
+    return render_template("console/confirm.html", form=form, title="This wasn't you?",
+                           message=f"The agent from {about['ip']} that describes itself as {said} will not be "
+                                   f"able to bind itself to {attempt.email}{consequence}",
+                           action=action, button="Refuse this agent", back=url_for("portal.home"))
+
+
 @bp.route("/claims/<attempt_id>/deny", methods=["GET", "POST"])
 @user_required
 def deny(attempt_id):
@@ -62,25 +82,13 @@ def deny(attempt_id):
         attempt = claims.attempt_for_email(attempt_id, current_user.email)
     except ProtocolError:
         abort(404)
-    form = ButtonForm()
-    if request.method == "POST" and form.validate_on_submit():
-        try:
-            claims.deny_for_attempt(attempt_id, current_user.email, actor_id=current_user.id,
-                                    ip=request.remote_addr, user_agent=request.user_agent.string)
-            tx.commit()
-            flash("Refused. That agent cannot bind itself to your address.", "success")
-        except ProtocolError as exc:
-            tx.rollback()
-            flash(exc.message, "error")
-        return redirect(url_for("portal.home"))
-    agent = claims.agent_description(attempt.registration, attempt)
-    said = f"“{agent['reported']}” (self-reported, not verified)" if agent["reported"] else "(it gave no name)"
-    return render_template("console/confirm.html", form=form, title="This wasn't you?",
-                           message=f"The agent from {agent['ip']} that describes itself as {said} will not be "
-                                   f"able to bind itself to {attempt.email}. Any key it already holds keeps its "
-                                   "current, limited scopes until it expires.",
-                           action=url_for("portal.deny", attempt_id=attempt.id), button="Refuse this agent",
-                           back=url_for("portal.home"))
+    return _deny_page(
+        attempt, claims.agent_description(attempt.registration, attempt),
+        deny=lambda: claims.deny_for_attempt(attempt_id, current_user.email, actor_id=current_user.id,
+                                             ip=request.remote_addr, user_agent=printable(request.user_agent.string)),
+        done="Refused. That agent cannot bind itself to your address.",
+        consequence=". Any key it already holds keeps its current, limited scopes until it expires.",
+        action=url_for("portal.deny", attempt_id=attempt.id))
 
 
 @bp.post("/latest-claims/<attempt_id>/authorize")
@@ -111,24 +119,12 @@ def deny_latest(attempt_id):
         attempt = latest_claims.attempt_for_user(attempt_id, current_user)
     except ProtocolError:
         abort(404)
-    form = ButtonForm()
-    if request.method == "POST" and form.validate_on_submit():
-        try:
-            latest_claims.deny(attempt, current_user._get_current_object(), ip=request.remote_addr,
-                               user_agent=printable(request.user_agent.string))
-            tx.commit()
-            flash("Refused. That agent cannot bind itself to your address with this request.", "success")
-        except ProtocolError as exc:
-            tx.rollback()
-            flash(exc.message, "error")
-        return redirect(url_for("portal.home"))
-    about = latest_claims.describe(attempt)
-    said = f"“{about['reported']}” (self-reported, not verified)" if about["reported"] else "(it gave no name)"
-    return render_template("console/confirm.html", form=form, title="This wasn't you?",
-                           message=f"The agent from {about['ip']} that describes itself as {said} will not be "
-                                   f"able to bind itself to {attempt.email} with this request.",
-                           action=url_for("portal.deny_latest", attempt_id=attempt.id), button="Refuse this agent",
-                           back=url_for("portal.home"))
+    return _deny_page(
+        attempt, latest_claims.describe(attempt),
+        deny=lambda: latest_claims.deny(attempt, current_user._get_current_object(), ip=request.remote_addr,
+                                        user_agent=printable(request.user_agent.string)),
+        done="Refused. That agent cannot bind itself to your address with this request.",
+        consequence=" with this request.", action=url_for("portal.deny_latest", attempt_id=attempt.id))
 
 
 def _revoke_mine(model, target_id, *, count, revoke, title: str, message):
