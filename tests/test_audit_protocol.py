@@ -2,11 +2,12 @@
 "v0.1" or "latest", the console's and the operators' own rows say nothing; checked row by row on whole flows."""
 import time
 
-from authmd import latest_claims, revocation
+from authmd import revocation
 from authmd.extensions import db
 from authmd.models import AuditEvent, User
 from authmd.util import utcnow
 from tests.fixtures.flows import Agent, Person, audit_rows, link_token, set_settings
+from tests.fixtures.latest import authorize
 from tests.fixtures.provider import REVOKED_EVENT, trust
 
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
@@ -94,11 +95,7 @@ def test_v01_flows_tag_every_row_v01(app, capp, smtp, clock, provider):
 
 
 def _authorize(app, uri, user_id):
-    with app.test_request_context():
-        attempt = latest_claims.attempt_by_token(uri.split("claim_attempt_token=", 1)[1])
-        answer = latest_claims.authorize(attempt, db.session.get(User, user_id))
-        db.session.commit()
-        return answer["user_code"]
+    return authorize(app, uri, user_id)["user_code"]
 
 
 def test_latest_flows_tag_every_row_latest(app, client, clock, provider):

@@ -10,9 +10,10 @@ import pytest
 import requests
 
 from authmd.extensions import db
-from authmd.models import AuditEvent, ClaimAttempt, Delegation, LoginLink, Registration, User
+from authmd.models import AuditEvent, Delegation, LoginLink, User
 from authmd.util import utcnow
 from tests.conftest import count_rows
+from tests.fixtures.latest import add_person as _user
 from tests.fixtures.person import Browser, Page, user_code
 from tests.fixtures.provider import trust
 
@@ -87,14 +88,6 @@ def _press(person, page_html, action):
 def _csrf(person) -> str:
     """A CSRF token of this browser's session (the portal's sign-out form carries one)."""
     return Page(person.get("/portal/").text).form("/logout").fields["csrf_token"]
-
-
-def _user(app, email):
-    with app.app_context():
-        user = User(email=email, email_verified=True, created_at=utcnow(), source="test")
-        db.session.add(user)
-        db.session.commit()
-        return user.id
 
 
 def _attempt(app, uri):

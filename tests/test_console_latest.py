@@ -7,25 +7,16 @@ import json
 import re
 import time
 
-from authmd import latest_claims
 from authmd.extensions import db
-from authmd.models import AuditEvent, Credential, RefreshToken, Registration, SigningKey, User
-from authmd.util import utcnow
+from authmd.models import AuditEvent, RefreshToken, Registration, SigningKey
 from tests.conftest import count_rows
 from tests.fixtures.console import csrf_token, post_form
+from tests.fixtures.latest import add_person as _user, authorize
 from tests.fixtures.provider import trust
 
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 RESOURCE = "http://localhost:8000/api/"
-
-
-def _user(app, email):
-    with app.app_context():
-        user = User(email=email, email_verified=True, created_at=utcnow(), source="test")
-        db.session.add(user)
-        db.session.commit()
-        return user.id
 
 
 def _exchange(client, assertion, **extra):
@@ -37,11 +28,7 @@ def _api(client, token):
 
 
 def _authorize(app, uri, user_id):
-    with app.test_request_context():
-        attempt = latest_claims.attempt_by_token(uri.split("claim_attempt_token=", 1)[1])
-        answer = latest_claims.authorize(attempt, db.session.get(User, user_id))
-        db.session.commit()
-        return answer["user_code"]
+    return authorize(app, uri, user_id)["user_code"]
 
 
 def claimed_latest(app, client, email="ada@example.com"):

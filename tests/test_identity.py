@@ -4,11 +4,10 @@ import time
 
 import pytest
 
-from authmd import latest_claims
 from authmd.extensions import db
-from authmd.models import AuditEvent, Delegation, Registration, User
-from authmd.util import utcnow
+from authmd.models import AuditEvent, Delegation, Registration
 from tests.conftest import count_rows
+from tests.fixtures.latest import add_person as _user, authorize as _authorize
 from tests.fixtures.provider import trust
 
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
@@ -21,23 +20,6 @@ def _exchange(client, assertion):
 
 def _api(client, token):
     return client.get("/api/resource", headers={"Authorization": "Bearer " + token})
-
-
-def _user(app, email="ada@example.com"):
-    with app.app_context():
-        user = User(email=email, email_verified=True, created_at=utcnow(), source="test")
-        db.session.add(user)
-        db.session.commit()
-        return user.id
-
-
-def _authorize(app, verification_uri, user_id):
-    token = verification_uri.split("claim_attempt_token=", 1)[1]
-    with app.test_request_context():
-        attempt = latest_claims.attempt_by_token(token)
-        answer = latest_claims.authorize(attempt, db.session.get(User, user_id))
-        db.session.commit()
-        return answer
 
 
 def test_anonymous_then_claimed_by_a_person(app, client):

@@ -14,7 +14,7 @@ import pytest
 from tests.fixtures.provider import REVOKED_EVENT, trust
 from tests.fixtures.resource import add_resource_server
 from tests.fixtures.tracing import sqlite_path, sqlite_statements
-from tests.test_identity import _authorize, _user
+from tests.fixtures.latest import add_person as _user, authorize as _authorize
 
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
